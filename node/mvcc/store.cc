@@ -1,0 +1,779 @@
+#include "node/mvcc/store.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/comparator.h>
+#include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/utilities/write_batch_with_index.h>
+
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace meridian::mvcc {
+namespace {
+
+constexpr std::string_view kMetaConsistentIndex = "consistent_index";
+constexpr std::string_view kMetaRev = "rev";
+constexpr std::string_view kMetaCompactRev = "compact_rev";
+constexpr std::string_view kMetaFinishedCompactRev = "finished_compact_rev";
+
+// Orders index keys by user key ascending, then revision descending (see keys.h).
+class IndexComparator : public rocksdb::Comparator {
+ public:
+  const char* Name() const override { return "meridian.IndexComparator.v1"; }
+  int Compare(const rocksdb::Slice& a, const rocksdb::Slice& b) const override {
+    if (a.size() < kRevisionBytes || b.size() < kRevisionBytes) return a.compare(b);
+    rocksdb::Slice ka(a.data(), a.size() - kRevisionBytes);
+    rocksdb::Slice kb(b.data(), b.size() - kRevisionBytes);
+    int c = ka.compare(kb);
+    if (c != 0) return c;
+    c = memcmp(a.data() + ka.size(), b.data() + kb.size(), kRevisionBytes);
+    return c < 0 ? 1 : (c > 0 ? -1 : 0);
+  }
+  // Shortening separators would have to respect the split key; not worth it for this CF.
+  void FindShortestSeparator(std::string*, const rocksdb::Slice&) const override {}
+  void FindShortSuccessor(std::string*) const override {}
+};
+
+absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  if (s.IsCorruption()) return absl::DataLossError(absl::StrCat(std::string(what), ": ", s.ToString()));
+  if (s.IsNoSpace()) return absl::ResourceExhaustedError(absl::StrCat(std::string(what), ": ", s.ToString()));
+  return absl::InternalError(absl::StrCat(std::string(what), ": ", s.ToString()));
+}
+
+std::string EncodeU64(uint64_t v) {
+  std::string out;
+  PutBigEndian64(&out, v);
+  return out;
+}
+
+absl::StatusOr<mvccpb::KeyValue> ParseKv(std::string_view bytes) {
+  mvccpb::KeyValue kv;
+  if (!kv.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::DataLossError("mvcc: undecodable key-value record");
+  }
+  return kv;
+}
+
+// Reads that work the same on a committed snapshot (ReadView) and on an open apply batch.
+struct ReadSource {
+  std::function<std::unique_ptr<rocksdb::Iterator>(rocksdb::ColumnFamilyHandle*)> new_iter;
+  std::function<rocksdb::Status(rocksdb::ColumnFamilyHandle*, const rocksdb::Slice&,
+                                std::string*)>
+      get;
+};
+
+void KeepOrDrop(RangeResult* out, const RangeOptions& opts, std::string_view bytes,
+                absl::Status* err) {
+  out->count++;
+  if (opts.count_only) return;
+  if (opts.limit > 0 && static_cast<int64_t>(out->kvs.size()) >= opts.limit) return;
+  auto kv = ParseKv(bytes);
+  if (!kv.ok()) {
+    *err = kv.status();
+    return;
+  }
+  if (opts.keys_only) kv->clear_value();
+  out->kvs.push_back(std::move(*kv));
+}
+
+// Range over the latest values (the kv CF).
+absl::Status RangeLatest(const ReadSource& src, rocksdb::ColumnFamilyHandle* kv_cf,
+                         const KeyRange& range, const RangeOptions& opts, RangeResult* out) {
+  absl::Status err;
+  if (range.single()) {
+    std::string value;
+    auto s = src.get(kv_cf, rocksdb::Slice(range.key().data(), range.key().size()), &value);
+    if (s.IsNotFound()) return absl::OkStatus();
+    if (!s.ok()) return FromRocks(s, "range");
+    KeepOrDrop(out, opts, value, &err);
+    return err;
+  }
+  auto it = src.new_iter(kv_cf);
+  for (it->Seek(rocksdb::Slice(range.key().data(), range.key().size())); it->Valid(); it->Next()) {
+    auto k = it->key();
+    if (range.Past(std::string_view(k.data(), k.size()))) break;
+    KeepOrDrop(out, opts, std::string_view(it->value().data(), it->value().size()), &err);
+    if (!err.ok()) return err;
+  }
+  return FromRocks(it->status(), "range");
+}
+
+// Range at an older revision through the index CF.
+absl::Status RangeAt(const ReadSource& src, rocksdb::ColumnFamilyHandle* idx_cf,
+                     rocksdb::ColumnFamilyHandle* hist_cf, const KeyRange& range, int64_t rev,
+                     const RangeOptions& opts, RangeResult* out) {
+  const Revision at{rev, INT64_MAX};
+  auto it = src.new_iter(idx_cf);
+  absl::Status err;
+  it->Seek(EncodeIndexKey(range.key(), at));
+  while (it->Valid()) {
+    std::string_view ik(it->key().data(), it->key().size());
+    std::string user_key(IndexUserKey(ik));
+    if (range.single() ? user_key != range.key() : range.Past(user_key)) break;
+    Revision r = IndexRevision(ik);
+    if (r.main > rev) {
+      it->Seek(EncodeIndexKey(user_key, at));
+      continue;
+    }
+    if (it->value().size() == 1 && it->value()[0] == kIndexPut) {
+      bool want_value = !opts.count_only &&
+                        (opts.limit == 0 || static_cast<int64_t>(out->kvs.size()) < opts.limit);
+      if (want_value) {
+        std::string hist;
+        auto s = src.get(hist_cf, EncodeRevision(r), &hist);
+        if (!s.ok()) return FromRocks(s, absl::StrCat("range: history of revision ", r.main));
+        if (hist.empty()) return absl::DataLossError("mvcc: empty history record");
+        KeepOrDrop(out, opts, std::string_view(hist).substr(1), &err);
+        if (!err.ok()) return err;
+      } else {
+        out->count++;
+      }
+    }
+    if (range.single()) break;
+    // (user_key, 0/0) sorts after every revision of user_key: the next entry is the next key.
+    it->Seek(EncodeIndexKey(user_key, Revision{0, 0}));
+    if (it->Valid() && IndexUserKey(std::string_view(it->key().data(), it->key().size())) ==
+                           user_key) {
+      it->Next();
+    }
+  }
+  return FromRocks(it->status(), "range");
+}
+
+absl::Status CheckRev(int64_t rev, int64_t current, int64_t compact) {
+  if (rev > current) return absl::OutOfRangeError(kErrFutureRev);
+  if (rev > 0 && rev < compact) return absl::OutOfRangeError(kErrCompacted);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool KeyRange::Contains(std::string_view k) const {
+  if (single()) return k == key_;
+  if (k < key_) return false;
+  return unbounded() || k < end_;
+}
+
+bool KeyRange::Past(std::string_view k) const {
+  if (single()) return k > key_;
+  return !unbounded() && k >= end_;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ReadView
+
+ReadView::~ReadView() { store_->db_->ReleaseSnapshot(snapshot_); }
+
+namespace {
+ReadSource SnapshotSource(rocksdb::DB* db, const rocksdb::Snapshot* snap) {
+  return ReadSource{
+      [db, snap](rocksdb::ColumnFamilyHandle* cf) {
+        rocksdb::ReadOptions ro;
+        ro.snapshot = snap;
+        return std::unique_ptr<rocksdb::Iterator>(db->NewIterator(ro, cf));
+      },
+      [db, snap](rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice& k, std::string* v) {
+        rocksdb::ReadOptions ro;
+        ro.snapshot = snap;
+        return db->Get(ro, cf, k, v);
+      }};
+}
+}  // namespace
+
+absl::StatusOr<RangeResult> ReadView::Range(std::string_view key, std::string_view end,
+                                            const RangeOptions& opts) const {
+  if (auto s = CheckRev(opts.rev, rev_, compact_rev_); !s.ok()) return s;
+  RangeResult out;
+  out.rev = rev_;
+  KeyRange range(key, end);
+  if (!range.single() && !range.unbounded() && end <= key) return out;
+  auto src = SnapshotSource(store_->db_, snapshot_);
+  absl::Status s = (opts.rev == 0 || opts.rev == rev_)
+                       ? RangeLatest(src, store_->kv_cf_, range, opts, &out)
+                       : RangeAt(src, store_->idx_cf_, store_->hist_cf_, range, opts.rev, opts,
+                                 &out);
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::optional<mvccpb::KeyValue>> ReadView::Get(std::string_view key,
+                                                              int64_t rev) const {
+  RangeOptions opts;
+  opts.rev = rev;
+  RangeResult out;
+  auto src = SnapshotSource(store_->db_, snapshot_);
+  if (rev <= 0) return std::optional<mvccpb::KeyValue>();
+  auto s = RangeAt(src, store_->idx_cf_, store_->hist_cf_, KeyRange(key, ""), rev, opts, &out);
+  if (!s.ok()) return s;
+  if (out.kvs.empty()) return std::optional<mvccpb::KeyValue>();
+  return std::optional<mvccpb::KeyValue>(std::move(out.kvs[0]));
+}
+
+absl::Status ReadView::ReadEvents(int64_t from_rev, size_t max_events,
+                                  std::vector<mvccpb::Event>* out, int64_t* next_rev) const {
+  if (from_rev <= compact_rev_) return absl::OutOfRangeError(kErrCompacted);
+  *next_rev = from_rev;
+  if (from_rev > rev_) return absl::OkStatus();
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot_;
+  std::unique_ptr<rocksdb::Iterator> it(store_->db_->NewIterator(ro, store_->hist_cf_));
+  size_t n = 0;
+  int64_t last_main = -1;
+  for (it->Seek(EncodeRevision(Revision{from_rev, 0})); it->Valid(); it->Next()) {
+    Revision r = DecodeRevision(std::string_view(it->key().data(), it->key().size()));
+    if (r.main > rev_) break;
+    if (n >= max_events && r.main != last_main) {
+      *next_rev = r.main;
+      return absl::OkStatus();
+    }
+    std::string_view v(it->value().data(), it->value().size());
+    if (v.empty()) return absl::DataLossError("mvcc: empty history record");
+    auto kv = ParseKv(v.substr(1));
+    if (!kv.ok()) return kv.status();
+    mvccpb::Event ev;
+    ev.set_type(v[0] == kHistDelete ? mvccpb::Event::DELETE : mvccpb::Event::PUT);
+    *ev.mutable_kv() = std::move(*kv);
+    out->push_back(std::move(ev));
+    ++n;
+    last_main = r.main;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "read events");
+  *next_rev = rev_ + 1;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> ReadView::LeaseKeys(int64_t lease_id) const {
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot_;
+  std::unique_ptr<rocksdb::Iterator> it(store_->db_->NewIterator(ro, store_->lkeys_cf_));
+  std::string prefix = EncodeU64(static_cast<uint64_t>(lease_id));
+  std::vector<std::string> keys;
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    keys.emplace_back(it->key().data() + 8, it->key().size() - 8);
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "lease keys");
+  return keys;
+}
+
+absl::StatusOr<std::vector<LeaseRecord>> ReadView::Leases() const {
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot_;
+  std::unique_ptr<rocksdb::Iterator> it(store_->db_->NewIterator(ro, store_->lease_cf_));
+  std::vector<LeaseRecord> out;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    if (it->key().size() != 8 || it->value().size() != 8) {
+      return absl::DataLossError("mvcc: malformed lease record");
+    }
+    out.push_back(LeaseRecord{
+        static_cast<int64_t>(GetBigEndian64(std::string_view(it->key().data(), 8))),
+        static_cast<int64_t>(GetBigEndian64(std::string_view(it->value().data(), 8)))});
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "leases");
+  return out;
+}
+
+absl::StatusOr<uint32_t> ReadView::HashKV(int64_t rev) const {
+  if (rev == 0) rev = rev_;
+  if (auto s = CheckRev(rev, rev_, compact_rev_); !s.ok()) return s;
+  // FNV-1a: deterministic across members and builds, which is all HashKV promises.
+  uint32_t h = 2166136261u;
+  auto mix = [&h](std::string_view bytes) {
+    for (unsigned char c : bytes) {
+      h ^= c;
+      h *= 16777619u;
+    }
+  };
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot_;
+  std::unique_ptr<rocksdb::Iterator> it(store_->db_->NewIterator(ro, store_->hist_cf_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string_view k(it->key().data(), it->key().size());
+    if (DecodeRevision(k).main > rev) break;
+    mix(k);
+    mix(std::string_view(it->value().data(), it->value().size()));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "hashkv");
+  return h;
+}
+
+// ---------------------------------------------------------------------------------------------
+// WriteTxn
+
+namespace {
+ReadSource BatchSource(rocksdb::DB* db, rocksdb::WriteBatchWithIndex* wb) {
+  return ReadSource{
+      [db, wb](rocksdb::ColumnFamilyHandle* cf) {
+        rocksdb::ReadOptions ro;
+        return std::unique_ptr<rocksdb::Iterator>(
+            wb->NewIteratorWithBase(cf, db->NewIterator(ro, cf)));
+      },
+      [db, wb](rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice& k, std::string* v) {
+        return wb->GetFromBatchAndDB(db, rocksdb::ReadOptions(), cf, k, v);
+      }};
+}
+}  // namespace
+
+absl::StatusOr<RangeResult> WriteTxn::Range(std::string_view key, std::string_view end,
+                                            const RangeOptions& opts) {
+  Store* st = batch_->store_;
+  // Reads inside the transaction see its own writes: its current revision is the one it writes.
+  int64_t current = changed() ? rev_ : rev_ - 1;
+  if (auto s = CheckRev(opts.rev, current, batch_->compact_rev_); !s.ok()) return s;
+  RangeResult out;
+  out.rev = current;
+  KeyRange range(key, end);
+  if (!range.single() && !range.unbounded() && end <= key) return out;
+  auto src = BatchSource(st->db_, batch_->wb_.get());
+  absl::Status s = (opts.rev == 0 || opts.rev == current)
+                       ? RangeLatest(src, st->kv_cf_, range, opts, &out)
+                       : RangeAt(src, st->idx_cf_, st->hist_cf_, range, opts.rev, opts, &out);
+  if (!s.ok()) return s;
+  return out;
+}
+
+absl::StatusOr<std::optional<mvccpb::KeyValue>> WriteTxn::GetLatest(std::string_view key) {
+  std::string value;
+  auto s = batch_->wb_->GetFromBatchAndDB(batch_->store_->db_, rocksdb::ReadOptions(),
+                                          batch_->store_->kv_cf_, key, &value);
+  if (s.IsNotFound()) return std::optional<mvccpb::KeyValue>();
+  if (!s.ok()) return FromRocks(s, "get");
+  auto kv = ParseKv(value);
+  if (!kv.ok()) return kv.status();
+  return std::optional<mvccpb::KeyValue>(std::move(*kv));
+}
+
+absl::StatusOr<std::optional<mvccpb::KeyValue>> WriteTxn::Put(std::string_view key,
+                                                              std::string_view value,
+                                                              int64_t lease) {
+  auto prev = GetLatest(key);
+  if (!prev.ok()) return prev.status();
+  Store* st = batch_->store_;
+  auto* wb = batch_->wb_.get();
+  Revision r{rev_, sub_++};
+  mvccpb::KeyValue kv;
+  kv.set_key(key.data(), key.size());
+  kv.set_value(value.data(), value.size());
+  kv.set_lease(lease);
+  kv.set_mod_revision(rev_);
+  kv.set_create_revision(prev->has_value() ? (*prev)->create_revision() : rev_);
+  kv.set_version(prev->has_value() ? (*prev)->version() + 1 : 1);
+  std::string bytes = kv.SerializeAsString();
+  std::string hist;
+  hist.reserve(bytes.size() + 1);
+  hist.push_back(kHistPut);
+  hist.append(bytes);
+  wb->Put(st->kv_cf_, rocksdb::Slice(key.data(), key.size()), bytes);
+  wb->Put(st->idx_cf_, EncodeIndexKey(key, r), rocksdb::Slice(&kIndexPut, 1));
+  wb->Put(st->hist_cf_, EncodeRevision(r), hist);
+  if (prev->has_value() && (*prev)->lease() != 0 && (*prev)->lease() != lease) {
+    wb->Delete(st->lkeys_cf_, EncodeLeaseKey((*prev)->lease(), key));
+  }
+  if (lease != 0) wb->Put(st->lkeys_cf_, EncodeLeaseKey(lease, key), rocksdb::Slice());
+  mvccpb::Event ev;
+  ev.set_type(mvccpb::Event::PUT);
+  *ev.mutable_kv() = std::move(kv);
+  if (prev->has_value()) *ev.mutable_prev_kv() = **prev;
+  batch_->events_.push_back(std::move(ev));
+  return prev;
+}
+
+absl::StatusOr<std::vector<mvccpb::KeyValue>> WriteTxn::DeleteRange(std::string_view key,
+                                                                    std::string_view end) {
+  RangeOptions opts;
+  auto found = Range(key, end, opts);
+  if (!found.ok()) return found.status();
+  Store* st = batch_->store_;
+  auto* wb = batch_->wb_.get();
+  for (const auto& kv : found->kvs) {
+    Revision r{rev_, sub_++};
+    mvccpb::KeyValue tomb;
+    tomb.set_key(kv.key());
+    tomb.set_mod_revision(rev_);
+    std::string hist(1, kHistDelete);
+    hist.append(tomb.SerializeAsString());
+    wb->Delete(st->kv_cf_, kv.key());
+    wb->Put(st->idx_cf_, EncodeIndexKey(kv.key(), r), rocksdb::Slice(&kIndexTombstone, 1));
+    wb->Put(st->hist_cf_, EncodeRevision(r), hist);
+    if (kv.lease() != 0) wb->Delete(st->lkeys_cf_, EncodeLeaseKey(kv.lease(), kv.key()));
+    mvccpb::Event ev;
+    ev.set_type(mvccpb::Event::DELETE);
+    *ev.mutable_kv() = std::move(tomb);
+    *ev.mutable_prev_kv() = kv;
+    batch_->events_.push_back(std::move(ev));
+  }
+  return std::move(found->kvs);
+}
+
+absl::Status WriteTxn::PutLease(const LeaseRecord& lease) {
+  batch_->wb_->Put(batch_->store_->lease_cf_, EncodeU64(static_cast<uint64_t>(lease.id)),
+                   EncodeU64(static_cast<uint64_t>(lease.ttl_seconds)));
+  return absl::OkStatus();
+}
+
+absl::Status WriteTxn::DeleteLease(int64_t lease_id) {
+  batch_->wb_->Delete(batch_->store_->lease_cf_, EncodeU64(static_cast<uint64_t>(lease_id)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> WriteTxn::LeaseKeys(int64_t lease_id) {
+  Store* st = batch_->store_;
+  auto it = BatchSource(st->db_, batch_->wb_.get()).new_iter(st->lkeys_cf_);
+  std::string prefix = EncodeU64(static_cast<uint64_t>(lease_id));
+  std::vector<std::string> keys;
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    keys.emplace_back(it->key().data() + 8, it->key().size() - 8);
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "lease keys");
+  return keys;
+}
+
+int64_t WriteTxn::End() {
+  if (ended_) {
+    fprintf(stderr, "mvcc: WriteTxn::End called twice (rev %lld)\n", static_cast<long long>(rev_));
+    std::abort();
+  }
+  ended_ = true;
+  batch_->txn_open_ = false;
+  if (sub_ > 0) batch_->rev_ = rev_;
+  return batch_->rev_;
+}
+
+// ---------------------------------------------------------------------------------------------
+// ApplyBatch
+
+ApplyBatch::ApplyBatch(Store* store)
+    : store_(store),
+      wb_(std::make_unique<rocksdb::WriteBatchWithIndex>(rocksdb::BytewiseComparator(), 0,
+                                                         /*overwrite_key=*/true)),
+      rev_(store->rev()),
+      compact_rev_(store->compact_rev()),
+      consistent_index_(store->consistent_index()) {}
+
+ApplyBatch::~ApplyBatch() = default;
+
+WriteTxn ApplyBatch::BeginTxn() {
+  if (txn_open_) {
+    fprintf(stderr, "mvcc: BeginTxn while a transaction is open (rev %lld)\n",
+            static_cast<long long>(rev_));
+    std::abort();
+  }
+  txn_open_ = true;
+  return WriteTxn(this, rev_ + 1);
+}
+
+absl::Status ApplyBatch::Compact(int64_t rev) {
+  if (rev <= compact_rev_) return absl::OutOfRangeError(kErrCompacted);
+  if (rev > rev_) return absl::OutOfRangeError(kErrFutureRev);
+  compact_rev_ = rev;
+  compacted_ = true;
+  wb_->Put(store_->meta_cf_, kMetaCompactRev, EncodeU64(static_cast<uint64_t>(rev)));
+  return absl::OkStatus();
+}
+
+void ApplyBatch::PutMeta(std::string_view key, std::string_view value) {
+  wb_->Put(store_->meta_cf_, rocksdb::Slice(key.data(), key.size()),
+           rocksdb::Slice(value.data(), value.size()));
+}
+
+void ApplyBatch::DeleteMeta(std::string_view key) {
+  wb_->Delete(store_->meta_cf_, rocksdb::Slice(key.data(), key.size()));
+}
+
+absl::Status ApplyBatch::Commit() {
+  if (txn_open_) {
+    fprintf(stderr, "mvcc: Commit with an open transaction (rev %lld)\n",
+            static_cast<long long>(rev_));
+    std::abort();
+  }
+  wb_->Put(store_->meta_cf_, kMetaRev, EncodeU64(static_cast<uint64_t>(rev_)));
+  wb_->Put(store_->meta_cf_, kMetaConsistentIndex, EncodeU64(consistent_index_));
+  rocksdb::WriteOptions wo;
+  // The node's own log is the durable record; RocksDB's data reaches disk by (atomic) flushes.
+  wo.disableWAL = true;
+  auto s = store_->db_->Write(wo, wb_->GetWriteBatch());
+  if (!s.ok()) return FromRocks(s, "apply commit");
+  store_->rev_.store(rev_, std::memory_order_release);
+  store_->compact_rev_.store(compact_rev_, std::memory_order_release);
+  store_->consistent_index_.store(consistent_index_, std::memory_order_release);
+  store_->Publish();
+  if (compacted_) {
+    std::lock_guard<std::mutex> lock(store_->compact_mu_);
+    store_->compact_target_ = std::max(store_->compact_target_, compact_rev_);
+    store_->compact_cv_.notify_all();
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
+  std::unique_ptr<Store> st(new Store());
+  st->options_ = options;
+  st->index_comparator_ = std::make_unique<IndexComparator>();
+  st->block_cache_ = rocksdb::NewLRUCache(options.block_cache_bytes);
+
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = st->block_cache_;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  table.cache_index_and_filter_blocks = true;
+  rocksdb::ColumnFamilyOptions cf_opts;
+  cf_opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  cf_opts.write_buffer_size = options.write_buffer_bytes;
+  rocksdb::ColumnFamilyOptions idx_opts = cf_opts;
+  idx_opts.comparator = st->index_comparator_.get();
+
+  rocksdb::DBOptions db_opts;
+  db_opts.create_if_missing = true;
+  db_opts.create_missing_column_families = true;
+  // With RocksDB's WAL off, flushes must cover all column families at once so that the
+  // consistent index on disk always matches the data on disk.
+  db_opts.atomic_flush = true;
+  db_opts.max_background_jobs = 2;
+  db_opts.db_write_buffer_size = 4 * options.write_buffer_bytes;
+  db_opts.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  db_opts.keep_log_file_num = 2;
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
+      {rocksdb::kDefaultColumnFamilyName, cf_opts}, {"kv", cf_opts},    {"idx", idx_opts},
+      {"hist", cf_opts},                            {"lease", cf_opts}, {"lkeys", cf_opts}};
+  auto s = rocksdb::DB::Open(db_opts, options.dir, cfs, &st->handles_, &st->db_);
+  if (!s.ok()) return FromRocks(s, absl::StrCat("open store at ", options.dir));
+  st->meta_cf_ = st->handles_[0];
+  st->kv_cf_ = st->handles_[1];
+  st->idx_cf_ = st->handles_[2];
+  st->hist_cf_ = st->handles_[3];
+  st->lease_cf_ = st->handles_[4];
+  st->lkeys_cf_ = st->handles_[5];
+  if (auto ls = st->Load(); !ls.ok()) return ls;
+  st->Publish();
+  st->compactor_ = std::thread([p = st.get()] { p->CompactorLoop(); });
+  return st;
+}
+
+absl::Status Store::Load() {
+  auto get_u64 = [this](std::string_view key, uint64_t dflt) -> absl::StatusOr<uint64_t> {
+    auto v = GetMeta(key);
+    if (!v.ok()) return v.status();
+    if (!v->has_value()) return dflt;
+    if ((*v)->size() != 8) return absl::DataLossError(absl::StrCat("mvcc: bad meta ", std::string(key)));
+    return GetBigEndian64(**v);
+  };
+  auto rev = get_u64(kMetaRev, 1);  // etcd's store starts at revision 1
+  auto compact = get_u64(kMetaCompactRev, 0);
+  auto finished = get_u64(kMetaFinishedCompactRev, 0);
+  auto ci = get_u64(kMetaConsistentIndex, 0);
+  for (auto* s : {&rev, &compact, &finished, &ci}) {
+    if (!s->ok()) return s->status();
+  }
+  rev_ = static_cast<int64_t>(*rev);
+  compact_rev_ = static_cast<int64_t>(*compact);
+  finished_compact_rev_ = static_cast<int64_t>(*finished);
+  consistent_index_ = *ci;
+  // A compaction that was scheduled but not finished before a crash runs again.
+  compact_target_ = compact_rev_;
+  return absl::OkStatus();
+}
+
+Store::~Store() {
+  {
+    std::lock_guard<std::mutex> lock(compact_mu_);
+    closing_ = true;
+    compact_cv_.notify_all();
+  }
+  if (compactor_.joinable()) compactor_.join();
+  {
+    std::lock_guard<std::mutex> lock(view_mu_);
+    view_.reset();
+  }
+  if (db_ != nullptr) {
+    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+    delete db_;
+  }
+}
+
+void Store::Publish() {
+  auto* snap = db_->GetSnapshot();
+  std::shared_ptr<const ReadView> view(
+      new ReadView(this, snap, rev_.load(), compact_rev_.load(), consistent_index_.load()));
+  std::lock_guard<std::mutex> lock(view_mu_);
+  view_ = std::move(view);
+}
+
+std::shared_ptr<const ReadView> Store::View() const {
+  std::lock_guard<std::mutex> lock(view_mu_);
+  return view_;
+}
+
+absl::StatusOr<std::optional<std::string>> Store::GetMeta(std::string_view key) const {
+  std::string v;
+  auto s = db_->Get(rocksdb::ReadOptions(), meta_cf_, rocksdb::Slice(key.data(), key.size()), &v);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  if (!s.ok()) return FromRocks(s, "meta");
+  return std::optional<std::string>(std::move(v));
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Store::ScanMeta(
+    std::string_view prefix) const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), meta_cf_));
+  std::vector<std::pair<std::string, std::string>> out;
+  rocksdb::Slice p(prefix.data(), prefix.size());
+  for (it->Seek(p); it->Valid() && it->key().starts_with(p); it->Next()) {
+    out.emplace_back(it->key().ToString(), it->value().ToString());
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "meta scan");
+  return out;
+}
+
+void Store::WaitCompacted(int64_t rev) {
+  std::unique_lock<std::mutex> lock(compact_mu_);
+  compact_cv_.wait(lock, [&] { return closing_ || finished_compact_rev_.load() >= rev; });
+}
+
+void Store::OnCompacted(int64_t rev, std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(compact_mu_);
+    if (!closing_ && finished_compact_rev_.load() < rev) {
+      compact_callbacks_.emplace_back(rev, std::move(fn));
+      return;
+    }
+  }
+  fn();
+}
+
+void Store::CompactorLoop() {
+  std::unique_lock<std::mutex> lock(compact_mu_);
+  auto run_callbacks = [&](bool all) {
+    std::vector<std::function<void()>> ready;
+    for (auto it = compact_callbacks_.begin(); it != compact_callbacks_.end();) {
+      if (all || it->first <= finished_compact_rev_.load()) {
+        ready.push_back(std::move(it->second));
+        it = compact_callbacks_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    lock.unlock();
+    for (auto& fn : ready) fn();
+    lock.lock();
+  };
+  while (true) {
+    compact_cv_.wait(lock, [&] { return closing_ || compact_target_ > finished_compact_rev_; });
+    if (closing_) {
+      run_callbacks(true);
+      return;
+    }
+    int64_t target = compact_target_;
+    lock.unlock();
+    auto s = CompactTo(target);
+    lock.lock();
+    if (!s.ok()) {
+      // Retrying at once would spin; the next scheduled compaction retries the work.
+      fprintf(stderr, "mvcc: compaction to %lld failed: %s\n", static_cast<long long>(target),
+              s.ToString().c_str());
+      compact_target_ = finished_compact_rev_;
+      continue;
+    }
+    finished_compact_rev_ = target;
+    compact_cv_.notify_all();
+    run_callbacks(false);
+  }
+}
+
+absl::Status Store::CompactTo(int64_t rev) {
+  const rocksdb::Snapshot* snap = db_->GetSnapshot();
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snap;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, idx_cf_));
+  rocksdb::WriteBatch wb;
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;
+  absl::Status result;
+  auto drop = [&](std::string_view ik) {
+    wb.Delete(idx_cf_, rocksdb::Slice(ik.data(), ik.size()));
+    wb.Delete(hist_cf_, EncodeRevision(IndexRevision(ik)));
+  };
+  it->SeekToFirst();
+  while (it->Valid() && result.ok()) {
+    std::string ik = it->key().ToString();
+    std::string user_key(IndexUserKey(ik));
+    if (IndexRevision(ik).main > rev) {
+      it->Seek(EncodeIndexKey(user_key, Revision{rev, INT64_MAX}));
+      if (!it->Valid() || IndexUserKey(it->key().ToStringView()) != user_key) continue;
+      ik = it->key().ToString();
+    }
+    // The newest revision <= rev survives if it is a put; a tombstone ends the key's life.
+    if (!(it->value().size() == 1 && it->value()[0] == kIndexPut)) drop(ik);
+    for (it->Next(); it->Valid() && IndexUserKey(it->key().ToStringView()) == user_key;
+         it->Next()) {
+      drop(it->key().ToStringView());
+    }
+    if (wb.Count() >= options_.compaction_batch_entries) {
+      result = FromRocks(db_->Write(wo, &wb), "compaction");
+      wb.Clear();
+    }
+  }
+  if (result.ok()) result = FromRocks(it->status(), "compaction scan");
+  it.reset();
+  db_->ReleaseSnapshot(snap);
+  if (!result.ok()) return result;
+  wb.Put(meta_cf_, kMetaFinishedCompactRev, EncodeU64(static_cast<uint64_t>(rev)));
+  return FromRocks(db_->Write(wo, &wb), "compaction");
+}
+
+absl::Status Store::Flush() {
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  return FromRocks(db_->Flush(fo, handles_), "flush");
+}
+
+absl::Status Store::Defragment() {
+  if (auto s = Flush(); !s.ok()) return s;
+  rocksdb::CompactRangeOptions co;
+  co.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;
+  for (auto* h : handles_) {
+    auto s = db_->CompactRange(co, h, nullptr, nullptr);
+    if (!s.ok()) return FromRocks(s, "defragment");
+  }
+  return absl::OkStatus();
+}
+
+StoreStats Store::Stats() const {
+  StoreStats st;
+  for (auto* h : handles_) {
+    uint64_t v = 0;
+    if (db_->GetIntProperty(h, "rocksdb.total-sst-files-size", &v)) st.db_size_bytes += v;
+    uint64_t mem = 0;
+    if (db_->GetIntProperty(h, "rocksdb.cur-size-all-mem-tables", &mem)) st.db_size_bytes += mem;
+    if (db_->GetIntProperty(h, "rocksdb.estimate-live-data-size", &v)) {
+      st.db_size_in_use_bytes += v + mem;
+    }
+  }
+  db_->GetIntProperty(kv_cf_, "rocksdb.estimate-num-keys", &st.keys_total);
+  return st;
+}
+
+absl::Status Store::ForEachHistory(
+    const ReadView& view,
+    const std::function<absl::Status(Revision, char, std::string_view)>& fn) const {
+  rocksdb::ReadOptions ro;
+  ro.snapshot = view.snapshot_;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, hist_cf_));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string_view v(it->value().data(), it->value().size());
+    if (v.empty()) return absl::DataLossError("mvcc: empty history record");
+    auto s = fn(DecodeRevision(it->key().ToStringView()), v[0], v.substr(1));
+    if (!s.ok()) return s;
+  }
+  return FromRocks(it->status(), "history scan");
+}
+
+}  // namespace meridian::mvcc

@@ -1,0 +1,58 @@
+// The node's configuration: etcd's flag names, defaults and ETCD_* environment variables.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace meridian::server {
+
+struct ServerConfig {
+  std::string name = "default";
+  std::string data_dir;  // default: "<name>.etcd"
+  std::string wal_dir;   // default: "<data-dir>/member/wal"
+  std::vector<std::string> listen_client_urls = {"http://localhost:2379"};
+  std::vector<std::string> advertise_client_urls = {"http://localhost:2379"};
+  std::vector<std::string> listen_peer_urls = {"http://localhost:2380"};
+  std::vector<std::string> initial_advertise_peer_urls = {"http://localhost:2380"};
+  std::string initial_cluster;  // default: "<name>=<initial-advertise-peer-urls>"
+  std::string initial_cluster_token = "etcd-cluster";
+  std::string initial_cluster_state = "new";
+  std::vector<std::string> listen_metrics_urls;
+  int64_t quota_backend_bytes = 0;  // 0: etcd's default (2 GiB); negative: no quota
+  uint64_t max_request_bytes = 1572864;
+  uint32_t max_txn_ops = 128;
+  std::string auto_compaction_mode = "periodic";
+  std::string auto_compaction_retention = "0";
+  std::string log_level = "info";
+  uint64_t snapshot_count = 100000;
+  uint32_t heartbeat_interval_ms = 100;
+  uint32_t election_timeout_ms = 1000;
+  uint64_t watch_progress_notify_interval_ms = 10 * 60 * 1000;
+
+  int64_t EffectiveQuotaBytes() const;
+  // Minimum lease TTL etcd derives from the election timeout: ceil(1.5 * election timeout).
+  int64_t MinLeaseTtlSeconds() const;
+};
+
+inline constexpr int64_t kDefaultQuotaBytes = 2ll << 30;
+
+struct ParsedFlags {
+  ServerConfig config;
+  bool exit_now = false;  // --help or --version was answered
+  int exit_code = 0;
+};
+
+// Parses argv (single- or double-dash long flags, as Go's flag package accepts) and ETCD_*
+// variables from `env` (flags win). Errors say which flag and why; the caller exits with 2.
+[[nodiscard]] absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
+                                                     const std::vector<std::string>& env,
+                                                     std::ostream& out);
+
+// Parses etcd durations ("100ms", "5s", "1h30m") into milliseconds.
+[[nodiscard]] absl::StatusOr<int64_t> ParseDurationMs(const std::string& text);
+
+}  // namespace meridian::server

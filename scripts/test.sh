@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs and builds if needed, then runs every test:
+#   1. the whole CTest suite (unit, model, e2e with etcdctl, differential against Debian's etcd,
+#      crash and bench smoke tests) on the Release build in build/;
+#   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
+#   3. the concurrent units under ThreadSanitizer (build-tsan/).
+# MERIDIAN_SKIP_SANITIZERS=1 runs step 1 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+scripts/setup.sh
+
+echo "== test: full suite (Release)"
+ctest --test-dir build --output-on-failure -j 2 --timeout 900
+
+if [ "${MERIDIAN_SKIP_SANITIZERS:-0}" != 1 ]; then
+  # Unit-level targets only: the e2e suites exercise the same code through processes.
+  ASAN_TARGETS=(mvcc_test wal_test bolt_test common_test server_test)
+  echo "== test: ASan+UBSan"
+  MERIDIAN_BUILD_TARGETS="${ASAN_TARGETS[*]}" MERIDIAN_BUILD_DIR=build-asan \
+    MERIDIAN_BUILD_TYPE=Debug scripts/setup.sh \
+    -DMERIDIAN_SANITIZE=address,undefined -DMERIDIAN_UNIT_TESTS_ONLY=ON >/dev/null
+  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j 2 --timeout 900 \
+    -R "^($(IFS='|'; echo "${ASAN_TARGETS[*]}"))$"
+
+  # The threaded units: the MVCC store with its compactor and the watch hub, the WAL, and the
+  # HTTP/metrics code.
+  TSAN_TARGETS=(mvcc_test wal_test server_test)
+  echo "== test: TSan"
+  MERIDIAN_BUILD_TARGETS="${TSAN_TARGETS[*]}" MERIDIAN_BUILD_DIR=build-tsan \
+    MERIDIAN_BUILD_TYPE=Debug scripts/setup.sh \
+    -DMERIDIAN_SANITIZE=thread -DMERIDIAN_UNIT_TESTS_ONLY=ON >/dev/null
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    ctest --test-dir build-tsan --output-on-failure -j 2 --timeout 900 \
+    -R "^($(IFS='|'; echo "${TSAN_TARGETS[*]}"))$"
+fi
+echo "== test: all passed in $(( $(date +%s) - start ))s"

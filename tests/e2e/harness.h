@@ -1,0 +1,175 @@
+// End-to-end harness: spawns a storage server (Debian's etcd or meridian-node) on 127.0.0.1 and
+// drives it with the real `etcdctl` binary. Every child process lives in its own process group,
+// is killed by RAII owners, and additionally gets PR_SET_PDEATHSIG(SIGKILL) so that even a
+// crashing test binary never leaves servers behind.
+#ifndef MERIDIAN_TESTS_E2E_HARNESS_H_
+#define MERIDIAN_TESTS_E2E_HARNESS_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace meridian::e2e {
+
+enum class ServerKind { kEtcd, kMeridian };
+
+// MERIDIAN_E2E_SERVER=etcd|meridian; anything else (or unset) means meridian.
+ServerKind ServerKindFromEnv();
+// True when MERIDIAN_E2E_SERVER is set to a non-empty value.
+bool ServerKindExplicitlySet();
+const char* ServerKindName(ServerKind kind);
+// Absolute path of the server binary: MERIDIAN_NODE_BIN for meridian, `etcd` looked up on PATH.
+std::string ServerBinary(ServerKind kind);
+// Path of etcdctl (MERIDIAN_E2E_ETCDCTL overrides /usr/bin/etcdctl).
+std::string EtcdctlBinary();
+bool IsExecutable(const std::string& path);
+
+// Asks the kernel for a currently free TCP port on 127.0.0.1 (bind to port 0, read it back,
+// close). Another process may grab it before we use it; callers retry on collision.
+[[nodiscard]] absl::StatusOr<uint16_t> PickFreePort();
+
+// A directory under $TMPDIR (or /tmp) removed recursively on destruction, unless
+// MERIDIAN_E2E_KEEP_TMP=1 is set (for post-mortem debugging).
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  bool ok() const { return !path_.empty(); }
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;  // -1 when killed by a signal or on timeout
+  std::string stdout_text;
+  std::string stderr_text;
+  bool timed_out = false;
+  // Lines of stderr starting with "Error: " (etcdctl's final error report), joined by '\n'.
+  std::string ErrorLines() const;
+};
+
+// Runs argv[0] (an absolute path, no shell) with stdin fed from `stdin_text`, capturing stdout and
+// stderr (each truncated to kMaxCapturedOutputBytes). The child is SIGKILLed (whole process
+// group) if it runs longer than timeout_ms.
+inline constexpr size_t kMaxCapturedOutputBytes = 64u << 20;
+[[nodiscard]] CommandResult RunCommand(const std::vector<std::string>& argv,
+                                       const std::string& stdin_text, int timeout_ms);
+
+// Runs etcdctl against `endpoint` ("127.0.0.1:port") with ETCDCTL_API=3.
+[[nodiscard]] CommandResult Etcdctl(const std::string& endpoint,
+                                    const std::vector<std::string>& args,
+                                    const std::string& stdin_text = "", int timeout_ms = 20000);
+
+// A long-running child (e.g. `etcdctl watch`) whose stdout/stderr go to files that can be
+// polled while it runs (anonymous memfds, so nothing to clean up). The destructor kills the
+// process group.
+class BackgroundProcess {
+ public:
+  BackgroundProcess() = default;
+  ~BackgroundProcess();
+  BackgroundProcess(const BackgroundProcess&) = delete;
+  BackgroundProcess& operator=(const BackgroundProcess&) = delete;
+
+  [[nodiscard]] absl::Status Start(const std::vector<std::string>& argv);
+  std::string Stdout() const;
+  std::string Stderr() const;
+  // Polls stdout until `done(stdout)` is true; false on timeout or if the process exited first
+  // without satisfying it.
+  bool WaitForStdout(const std::function<bool(const std::string&)>& done, int timeout_ms) const;
+  // True if the process exited (reaps it); exit code in *exit_code (-1 for signals).
+  bool Exited(int* exit_code);
+  bool WaitExit(int timeout_ms, int* exit_code);
+  void Kill();
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  int exit_code_ = -1;
+  bool reaped_ = false;
+  // memfds the child writes to; read with pread while it runs.
+  int stdout_fd_ = -1;
+  int stderr_fd_ = -1;
+};
+
+// Starts `etcdctl watch` in the background against `endpoint`.
+[[nodiscard]] absl::Status StartEtcdctlWatch(const std::string& endpoint,
+                                             const std::vector<std::string>& args,
+                                             BackgroundProcess* process);
+
+struct ServerOptions {
+  ServerKind kind = ServerKind::kMeridian;
+  std::string name = "e2e-node";
+  std::vector<std::string> extra_flags;
+  int start_timeout_ms = 15000;
+  int stop_grace_ms = 5000;
+};
+
+// One single-member server on 127.0.0.1 with its data dir, ports and log inside a fresh temp dir.
+class ServerProcess {
+ public:
+  explicit ServerProcess(ServerOptions options);
+  ~ServerProcess();  // always SIGKILLs the process group
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+
+  // Picks ports, spawns and waits until `etcdctl endpoint health` succeeds. Retries with new
+  // ports (up to 3 attempts) when the server dies at start-up, e.g. because a port was stolen.
+  [[nodiscard]] absl::Status Start();
+  // SIGKILL, then reap.
+  void Kill();
+  // SIGTERM, then SIGKILL after options.stop_grace_ms.
+  [[nodiscard]] absl::Status Stop();
+  // Stop() then start again on the same data dir and ports.
+  [[nodiscard]] absl::Status Restart();
+  bool Running();
+
+  std::string endpoint() const;  // "127.0.0.1:<client port>"
+  uint16_t client_port() const { return client_port_; }
+  uint16_t peer_port() const { return peer_port_; }
+  uint16_t metrics_port() const { return metrics_port_; }
+  const std::string& data_dir() const { return data_dir_; }
+  const std::string& dir() const { return temp_.path(); }
+  const std::string& log_path() const { return log_path_; }
+  const ServerOptions& options() const { return options_; }
+  // The last `max_bytes` of the server log.
+  std::string LogTail(size_t max_bytes = 64 * 1024) const;
+
+  [[nodiscard]] CommandResult Ctl(const std::vector<std::string>& args,
+                                  const std::string& stdin_text = "",
+                                  int timeout_ms = 20000) const {
+    return Etcdctl(endpoint(), args, stdin_text, timeout_ms);
+  }
+
+ private:
+  [[nodiscard]] absl::Status SpawnAndWait();
+  std::vector<std::string> BuildArgv() const;
+
+  ServerOptions options_;
+  TempDir temp_;
+  std::string data_dir_;
+  std::string log_path_;
+  uint16_t client_port_ = 0;
+  uint16_t peer_port_ = 0;
+  uint16_t metrics_port_ = 0;
+  pid_t pid_ = -1;
+};
+
+// Polls `condition` every poll_ms until it is true or timeout_ms elapsed.
+bool WaitUntil(const std::function<bool()>& condition, int timeout_ms, int poll_ms = 50);
+
+std::vector<std::string> SplitLines(const std::string& text);
+
+}  // namespace meridian::e2e
+
+#endif  // MERIDIAN_TESTS_E2E_HARNESS_H_
