@@ -93,10 +93,17 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // etcd 3.5's /health: unhealthy (503) while an alarm is raised.
   auto health = [&](const HttpRequest&) {
     HttpResponse r;
     r.content_type = "application/json";
-    r.body = "{\"health\":\"true\",\"reason\":\"\"}";
+    std::string reason;
+    for (const auto& a : etcd->Alarms()) {
+      reason = absl::StrCat("ALARM ", etcdserverpb::AlarmType_Name(a.alarm()));
+    }
+    r.status = reason.empty() ? 200 : 503;
+    r.body = absl::StrCat("{\"health\":\"", reason.empty() ? "true" : "false",
+                          "\",\"reason\":\"", reason, "\"}");
     return r;
   };
   auto version = [&](const HttpRequest&) {

@@ -598,7 +598,7 @@ grpc::Status EtcdServer::ApplyEntry(mvcc::ApplyBatch* batch,
         default:
           break;
       }
-      if (resp) FillHeader(resp->mutable_header(), batch->rev());
+      // No header: etcd (3.4, Debian's) answers alarms without one.
       return grpc::Status::OK;
     }
     default:

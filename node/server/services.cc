@@ -338,7 +338,7 @@ class ClusterService final : public etcdserverpb::Cluster::CallbackService {
                                  const etcdserverpb::MemberListRequest*,
                                  etcdserverpb::MemberListResponse* resp) override {
     FillMember(s_->self(), resp->add_members());
-    s_->FillHeader(resp->mutable_header(), s_->store()->rev());
+    s_->FillHeader(resp->mutable_header(), 0);  // etcd's member list header has no revision
     return FinishNow(ctx, grpc::Status::OK);
   }
 
@@ -440,7 +440,7 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
     resp->set_islearner(false);
     for (const auto& a : s_->Alarms()) {
       resp->add_errors(absl::StrCat("memberID:", a.memberid(), " alarm:",
-                                    etcdserverpb::AlarmType_Name(a.alarm())));
+                                    etcdserverpb::AlarmType_Name(a.alarm()), " "));  // etcd prints the proto text form, trailing space included
     }
     s_->FillHeader(resp->mutable_header(), s_->store()->rev());
     return FinishNow(ctx, grpc::Status::OK);
@@ -477,7 +477,8 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
     auto h = view->HashKV(rev);
     if (!h.ok()) return FinishNow(ctx, ToGrpc(h.status()));
     resp->set_hash(*h);
-    resp->set_compact_revision(view->compact_rev());
+    // etcd reports -1 until the first compaction.
+    resp->set_compact_revision(view->compact_rev() > 0 ? view->compact_rev() : -1);
     resp->set_hash_revision(rev);
     s_->FillHeader(resp->mutable_header(), view->rev());
     return FinishNow(ctx, grpc::Status::OK);

@@ -306,7 +306,8 @@ std::string Normalise(const std::vector<std::string>& args, std::string text,
   text = ReplaceAll(text, kMemberListLine, "$1<MEMBER_ID>, started, ");
   // N3/N5/N6/N7 for the simple `endpoint status` line.
   static const std::regex kStatusLine(
-      R"re((^|\n)<CLIENT_ADDR>, [0-9a-f]+, [^,]+, [^,]+, (true|false), (true|false), [0-9]+, [0-9]+, [0-9]+, )re");
+      R"re((^|\n)<CLIENT_ADDR>, [0-9a-f]+, [^,]+, [^,]+, (true|false), (true|false), )re"
+      R"re([0-9]+, [0-9]+, [0-9]+, )re");
   text = ReplaceAll(text, kStatusLine,
                     "$1<CLIENT_ADDR>, <MEMBER_ID>, <VERSION>, <DB_SIZE>, $2, $3, <TERM>, "
                     "<RAFT_INDEX>, <RAFT_INDEX>, ");
@@ -318,7 +319,8 @@ std::string Normalise(const std::vector<std::string>& args, std::string text,
   text = ReplaceAll(text, kVersion, "\"version\":\"<VERSION>\"");
   // N7
   static const std::regex kStorage(
-      R"re(("dbSize":|"dbSizeInUse":|"raftIndex":|"raftAppliedIndex":|"hash":|"totalSize":|"totalKey":)[0-9]+)re");
+      R"re(("dbSize":|"dbSizeInUse":|"raftIndex":|"raftAppliedIndex":|"hash":|)re"
+      R"re("totalSize":|"totalKey":)[0-9]+)re");
   text = ReplaceAll(text, kStorage, "$1<N>");
   if (args.size() >= 2 && args[0] == "endpoint" && args[1] == "hashkv") {
     static const std::regex kHashLine(R"re((<CLIENT_ADDR>, )[0-9]+)re");
