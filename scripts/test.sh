@@ -31,7 +31,7 @@ if [ "${MERIDIAN_SKIP_SANITIZERS:-0}" != 1 ]; then
   MERIDIAN_BUILD_TARGETS="${TSAN_TARGETS[*]}" MERIDIAN_BUILD_DIR=build-tsan \
     MERIDIAN_BUILD_TYPE=Debug scripts/setup.sh \
     -DMERIDIAN_SANITIZE=thread -DMERIDIAN_UNIT_TESTS_ONLY=ON >/dev/null
-  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/scripts/tsan.supp" \
     ctest --test-dir build-tsan --output-on-failure -j 2 --timeout 900 \
     -R "^($(IFS='|'; echo "${TSAN_TARGETS[*]}"))$"
 fi
