@@ -106,23 +106,36 @@ absl::Status RangeLatest(const ReadSource& src, rocksdb::ColumnFamilyHandle* kv_
   return FromRocks(it->status(), "range");
 }
 
-// Range at an older revision through the index CF.
+// Range at an older revision through the index CF. Keys usually have few revisions, so the scan
+// steps with Next() and only seeks when a key has many revisions to skip.
 absl::Status RangeAt(const ReadSource& src, rocksdb::ColumnFamilyHandle* idx_cf,
                      rocksdb::ColumnFamilyHandle* hist_cf, const KeyRange& range, int64_t rev,
                      const RangeOptions& opts, RangeResult* out) {
+  constexpr int kStepsBeforeSeek = 8;
   const Revision at{rev, INT64_MAX};
   auto it = src.new_iter(idx_cf);
   absl::Status err;
+  auto user_key_of = [&]() {
+    return IndexUserKey(std::string_view(it->key().data(), it->key().size()));
+  };
   it->Seek(EncodeIndexKey(range.key(), at));
+  std::string user_key;
   while (it->Valid()) {
-    std::string_view ik(it->key().data(), it->key().size());
-    std::string user_key(IndexUserKey(ik));
+    user_key.assign(user_key_of());
     if (range.single() ? user_key != range.key() : range.Past(user_key)) break;
-    Revision r = IndexRevision(ik);
-    if (r.main > rev) {
-      it->Seek(EncodeIndexKey(user_key, at));
-      continue;
+    // Skip this key's revisions newer than `rev`.
+    int steps = 0;
+    while (it->Valid() && user_key_of() == user_key &&
+           IndexRevision(std::string_view(it->key().data(), it->key().size())).main > rev) {
+      if (++steps > kStepsBeforeSeek) {
+        it->Seek(EncodeIndexKey(user_key, at));
+      } else {
+        it->Next();
+      }
     }
+    if (!it->Valid()) break;
+    if (user_key_of() != user_key) continue;  // no revision <= rev: the key did not exist yet
+    Revision r = IndexRevision(std::string_view(it->key().data(), it->key().size()));
     if (it->value().size() == 1 && it->value()[0] == kIndexPut) {
       bool want_value = !opts.count_only &&
                         (opts.limit == 0 || static_cast<int64_t>(out->kvs.size()) < opts.limit);
@@ -138,10 +151,16 @@ absl::Status RangeAt(const ReadSource& src, rocksdb::ColumnFamilyHandle* idx_cf,
       }
     }
     if (range.single()) break;
-    // (user_key, 0/0) sorts after every revision of user_key: the next entry is the next key.
-    it->Seek(EncodeIndexKey(user_key, Revision{0, 0}));
-    if (it->Valid() && IndexUserKey(std::string_view(it->key().data(), it->key().size())) ==
-                           user_key) {
+    // On to the next key: step over this key's older revisions.
+    steps = 0;
+    it->Next();
+    while (it->Valid() && user_key_of() == user_key) {
+      if (++steps > kStepsBeforeSeek) {
+        // (user_key, 0/0) sorts after every revision of user_key.
+        it->Seek(EncodeIndexKey(user_key, Revision{0, 0}));
+        if (it->Valid() && user_key_of() == user_key) it->Next();
+        break;
+      }
       it->Next();
     }
   }
@@ -189,7 +208,9 @@ ReadSource SnapshotSource(rocksdb::DB* db, const rocksdb::Snapshot* snap) {
 }  // namespace
 
 absl::StatusOr<RangeResult> ReadView::Range(std::string_view key, std::string_view end,
-                                            const RangeOptions& opts) const {
+                                            const RangeOptions& opts_in) const {
+  RangeOptions opts = opts_in;
+  if (opts.rev < 0) opts.rev = 0;  // etcd reads a negative revision as the current one
   if (auto s = CheckRev(opts.rev, rev_, compact_rev_); !s.ok()) return s;
   RangeResult out;
   out.rev = rev_;
@@ -322,7 +343,9 @@ ReadSource BatchSource(rocksdb::DB* db, rocksdb::WriteBatchWithIndex* wb) {
 }  // namespace
 
 absl::StatusOr<RangeResult> WriteTxn::Range(std::string_view key, std::string_view end,
-                                            const RangeOptions& opts) {
+                                            const RangeOptions& opts_in) {
+  RangeOptions opts = opts_in;
+  if (opts.rev < 0) opts.rev = 0;  // etcd reads a negative revision as the current one
   Store* st = batch_->store_;
   // Reads inside the transaction see its own writes: its current revision is the one it writes.
   int64_t current = changed() ? rev_ : rev_ - 1;
