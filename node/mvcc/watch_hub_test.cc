@@ -219,6 +219,18 @@ TEST_F(WatchHubTest, IdsFiltersCancelAndProgress) {
   EXPECT_EQ(sink.got.back().watch_id(), -1);
   EXPECT_EQ(sink.got.back().header().revision(), store_->rev());
   EXPECT_EQ(sink.got.back().events_size(), 0);
+  // Per-watcher progress notifications go only to watchers that asked for them.
+  auto pn = Req("p");
+  pn.set_progress_notify(true);
+  hub_->Create(s, pn);
+  sink.Drain(s.get());
+  int64_t pn_id = sink.got.back().watch_id();
+  hub_->NotifyProgress();
+  sink.Drain(s.get());
+  EXPECT_EQ(sink.got.back().watch_id(), pn_id);
+  EXPECT_EQ(sink.got.back().events_size(), 0);
+  EXPECT_EQ(sink.got.back().header().revision(), store_->rev());
+  hub_->Cancel(s, pn_id);
   hub_->Cancel(s, 7);
   sink.Drain(s.get());
   EXPECT_TRUE(sink.got.back().canceled());
