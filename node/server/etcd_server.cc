@@ -191,10 +191,10 @@ absl::Status EtcdServer::Init() {
             "{\"level\":\"warn\",\"msg\":\"discarded a torn or corrupt log tail\",\"detail\":\"%s\"}\n",
             rec.tail_error.c_str());
   }
-  std::vector<std::pair<uint64_t, std::string>> entries;
+  std::vector<LogEntry> entries;
   entries.reserve(rec.entries.size());
-  for (auto& e : rec.entries) entries.emplace_back(e.index, std::move(e.data));
-  if (auto st = Recover(entries); !st.ok()) return st;
+  for (auto& e : rec.entries) entries.push_back(LogEntry{e.index, 0, std::move(e.data)});
+  if (auto st = Recover(std::move(entries)); !st.ok()) return st;
   last_index_ = std::max<uint64_t>(wal_->last_index(), store_->consistent_index());
   if (wal_->last_index() < store_->consistent_index()) {
     // The log was released up to the store's flushed state (or is new): start it there.
@@ -251,20 +251,21 @@ absl::Status EtcdServer::Init() {
   return absl::OkStatus();
 }
 
-absl::Status EtcdServer::Recover(const std::vector<std::pair<uint64_t, std::string>>& entries) {
+absl::Status EtcdServer::Recover(std::vector<LogEntry> entries) {
   uint64_t ci = store_->consistent_index();
-  std::vector<std::pair<uint64_t, std::string>> todo;
-  for (const auto& e : entries) {
-    if (e.first > ci) todo.push_back(e);
+  std::vector<LogEntry> todo;
+  for (auto& e : entries) {
+    if (e.index > ci) todo.push_back(std::move(e));
   }
-  if (!todo.empty() && todo.front().first != ci + 1) {
-    return absl::DataLossError(absl::StrCat("the log resumes at index ", todo.front().first,
+  if (!todo.empty() && todo.front().index != ci + 1) {
+    return absl::DataLossError(absl::StrCat("the log resumes at index ", todo.front().index,
                                             " but the store is at index ", ci,
                                             ": entries in between are missing"));
   }
   for (size_t i = 0; i < todo.size(); i += kMaxApplyBatchEntries) {
     size_t n = std::min(kMaxApplyBatchEntries, todo.size() - i);
-    std::vector<std::pair<uint64_t, std::string>> chunk(todo.begin() + i, todo.begin() + i + n);
+    std::vector<LogEntry> chunk(std::make_move_iterator(todo.begin() + i),
+                                std::make_move_iterator(todo.begin() + i + n));
     if (auto st = ApplyAndCommit(chunk, /*replay=*/true); !st.ok()) return st;
   }
   if (!todo.empty()) {
@@ -322,6 +323,8 @@ void EtcdServer::Propose(meridianpb::InternalRequest request, google::protobuf::
                          Done done) {
   uint64_t id = NextRequestId();
   request.set_id(id);
+  // Serialized here, on the caller's thread, so the size check happens before queueing and the
+  // log thread only writes bytes.
   std::string data = request.SerializeAsString();
   if (data.size() > config_.max_request_bytes) {
     done(ErrRequestTooLarge());
@@ -338,7 +341,7 @@ void EtcdServer::Propose(meridianpb::InternalRequest request, google::protobuf::
       return;
     }
     pending_.emplace_back(id, std::move(data));
-    waiters_.emplace(id, Waiter{response, std::move(done)});
+    waiters_.emplace(id, Waiter{std::move(request), response, std::move(done)});
     proposals_pending_->Set(static_cast<double>(pending_.size()));
   }
   propose_cv_.notify_one();
@@ -369,7 +372,7 @@ void EtcdServer::LogLoop() {
     for (auto& [id, data] : batch) {
       uint64_t index = ++last_index_;
       entries.push_back(wal::Entry{index, raft_term(), data});
-      committed.entries.emplace_back(index, std::move(data));
+      committed.entries.push_back(LogEntry{index, id, std::move(data)});
     }
     auto start = std::chrono::steady_clock::now();
     auto st = wal_->Append(std::span<const wal::Entry>(entries), nullptr);
@@ -394,7 +397,7 @@ void EtcdServer::LogLoop() {
 
 void EtcdServer::ApplyLoop() {
   while (true) {
-    std::vector<std::pair<uint64_t, std::string>> entries;
+    std::vector<LogEntry> entries;
     {
       std::unique_lock<std::mutex> lock(apply_mu_);
       apply_cv_.wait(lock, [&] { return stopping_ || !committed_.empty(); });
@@ -424,26 +427,31 @@ void EtcdServer::ApplyLoop() {
   }
 }
 
-absl::Status EtcdServer::ApplyAndCommit(
-    const std::vector<std::pair<uint64_t, std::string>>& entries, bool replay) {
+absl::Status EtcdServer::ApplyAndCommit(const std::vector<LogEntry>& entries, bool replay) {
   mvcc::ApplyBatch batch(store_.get());
   std::vector<std::pair<Waiter, grpc::Status>> completions;
   std::vector<std::function<void()>> after_commit;
   completions.reserve(entries.size());
-  for (const auto& [index, data] : entries) {
-    meridianpb::InternalRequest req;
-    if (!req.ParseFromString(data)) {
-      return absl::DataLossError(absl::StrCat("undecodable log entry at index ", index));
-    }
-    Waiter w{nullptr, nullptr};
-    if (!replay && req.id() != 0) {
+  meridianpb::InternalRequest parsed;
+  for (const auto& entry : entries) {
+    Waiter w;
+    if (!replay && entry.id != 0) {
       std::lock_guard<std::mutex> lock(propose_mu_);
-      auto it = waiters_.find(req.id());
+      auto it = waiters_.find(entry.id);
       if (it != waiters_.end()) {
         w = std::move(it->second);
         waiters_.erase(it);
       }
     }
+    const meridianpb::InternalRequest* reqp = &w.request;
+    if (!w.done) {
+      // No local proposer (replay, or a proposer that gave up): decode what the log holds.
+      if (!parsed.ParseFromString(entry.data)) {
+        return absl::DataLossError(absl::StrCat("undecodable log entry at index ", entry.index));
+      }
+      reqp = &parsed;
+    }
+    const meridianpb::InternalRequest& req = *reqp;
     grpc::Status st = ApplyEntry(&batch, req, w.response, &after_commit);
     if (!st.ok()) proposals_failed_->Inc();
     if (w.done && st.ok() && req.has_compaction() && req.compaction().physical()) {
@@ -456,7 +464,7 @@ absl::Status EtcdServer::ApplyAndCommit(
     }
     if (w.done) completions.emplace_back(std::move(w), st);
   }
-  batch.SetConsistentIndex(entries.back().first);
+  batch.SetConsistentIndex(entries.back().index);
   auto start = std::chrono::steady_clock::now();
   if (auto st = batch.Commit(); !st.ok()) return st;
   backend_commit_seconds_->Observe(SecondsSince(start));

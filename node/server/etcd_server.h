@@ -80,16 +80,23 @@ class EtcdServer {
 
  private:
   struct Waiter {
-    google::protobuf::Message* response;
+    // The proposal itself, kept so the apply step need not decode what it proposed.
+    meridianpb::InternalRequest request;
+    google::protobuf::Message* response = nullptr;
     Done done;
   };
+  struct LogEntry {
+    uint64_t index = 0;
+    uint64_t id = 0;  // proposal id; 0 when unknown (replay)
+    std::string data;  // serialized meridianpb::InternalRequest
+  };
   struct LogBatch {
-    std::vector<std::pair<uint64_t, std::string>> entries;  // index, serialized request
+    std::vector<LogEntry> entries;
   };
 
   EtcdServer(const ServerConfig& config, const lease::Clock* clock, metrics::Registry* metrics);
   [[nodiscard]] absl::Status Init();
-  [[nodiscard]] absl::Status Recover(const std::vector<std::pair<uint64_t, std::string>>& entries);
+  [[nodiscard]] absl::Status Recover(std::vector<LogEntry> entries);
   void LogLoop();
   void ApplyLoop();
   void HousekeepingLoop();
@@ -98,8 +105,7 @@ class EtcdServer {
   grpc::Status ApplyEntry(mvcc::ApplyBatch* batch, const meridianpb::InternalRequest& req,
                           google::protobuf::Message* response,
                           std::vector<std::function<void()>>* after_commit);
-  [[nodiscard]] absl::Status ApplyAndCommit(
-      const std::vector<std::pair<uint64_t, std::string>>& entries, bool replay);
+  [[nodiscard]] absl::Status ApplyAndCommit(const std::vector<LogEntry>& entries, bool replay);
   void FailAll(const grpc::Status& status);
 
   ServerConfig config_;
