@@ -8,6 +8,8 @@
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/write_batch_with_index.h>
 
+#include <pthread.h>
+
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -578,7 +580,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   st->lkeys_cf_ = st->handles_[5];
   if (auto ls = st->Load(); !ls.ok()) return ls;
   st->Publish();
-  st->compactor_ = std::thread([p = st.get()] { p->CompactorLoop(); });
+  st->compactor_ = std::thread([p = st.get()] {
+    pthread_setname_np(pthread_self(), "compactor");
+    p->CompactorLoop();
+  });
   return st;
 }
 

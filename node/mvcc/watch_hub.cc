@@ -1,5 +1,7 @@
 #include "node/mvcc/watch_hub.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <chrono>
 
@@ -79,7 +81,10 @@ size_t WatchStream::queued_responses() const {
 WatchHub::WatchHub(Store* store, WatchHubOptions options)
     : store_(store), options_(std::move(options)) {
   notified_rev_ = store_->rev();
-  catchup_ = std::thread([this] { CatchupLoop(); });
+  catchup_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "watch-catchup");
+    CatchupLoop();
+  });
 }
 
 WatchHub::~WatchHub() {

@@ -551,6 +551,14 @@ bool Raft::MaybeSendSnapshot(uint64_t to, Progress& pr) {
   RAFT_CHECK(!snap->empty()) << id_ << " needs a non-empty snapshot to catch up " << to
                              << " (next " << pr.next << ", first index " << log_.FirstIndex()
                              << ")";
+  // A follower refuses a snapshot whose membership excludes it (it was added after the
+  // snapshot was taken); wait until the application takes a newer one instead of sending it
+  // again and again.
+  const ConfState& cs = snap->metadata.conf_state;
+  if (std::count(cs.voters.begin(), cs.voters.end(), to) == 0 &&
+      std::count(cs.learners.begin(), cs.learners.end(), to) == 0) {
+    return false;
+  }
   pr.BecomeSnapshot(snap->metadata.index);
   Message m;
   m.type = MessageType::kSnap;

@@ -64,6 +64,12 @@ uint64_t MemoryStorage::LastIndex() const { return offset() + entries_.size() - 
 
 absl::StatusOr<Snapshot> MemoryStorage::GetSnapshot() const { return snapshot_; }
 
+void MemoryStorage::SetInitialConfState(const ConfState& cs) {
+  RAFT_CHECK(snapshot_.empty()) << "storage already has a snapshot at "
+                                << snapshot_.metadata.index;
+  snapshot_.metadata.conf_state = cs;
+}
+
 absl::Status MemoryStorage::ApplySnapshot(const Snapshot& snapshot) {
   if (snapshot.metadata.index <= snapshot_.metadata.index) return SnapshotOutOfDateError();
   snapshot_ = snapshot;

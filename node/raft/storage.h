@@ -75,6 +75,9 @@ class MemoryStorage final : public Storage {
   [[nodiscard]] absl::Status Append(const std::vector<Entry>& entries);
 
   const Snapshot& snapshot() const { return snapshot_; }
+  // Sets the membership of a storage that has no snapshot yet, for a node that starts from a
+  // known membership without a bootstrap log (tests; restoring from an external backup).
+  void SetInitialConfState(const ConfState& cs);
 
  private:
   uint64_t offset() const { return entries_.front().index; }

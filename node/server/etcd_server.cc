@@ -1,6 +1,7 @@
 #include "node/server/etcd_server.h"
 
 #include <openssl/sha.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <chrono>
@@ -245,9 +246,22 @@ absl::Status EtcdServer::Init() {
   metrics_->gauge_fn("etcd_server_leases_total", "The number of leases granted.",
                      [this] { return static_cast<double>(lessor_->Ids().size()); });
 
-  log_thread_ = std::thread([this] { LogLoop(); });
-  apply_thread_ = std::thread([this] { ApplyLoop(); });
-  housekeeping_thread_ = std::thread([this] { HousekeepingLoop(); });
+  log_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "log");
+    LogLoop();
+  });
+  apply_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "apply");
+    ApplyLoop();
+  });
+  completion_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "complete");
+    CompletionLoop();
+  });
+  housekeeping_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "housekeeping");
+    HousekeepingLoop();
+  });
   return absl::OkStatus();
 }
 
@@ -288,6 +302,13 @@ void EtcdServer::Stop() {
   housekeeping_cv_.notify_all();
   if (log_thread_.joinable()) log_thread_.join();
   if (apply_thread_.joinable()) apply_thread_.join();
+  {
+    // The apply thread is gone: the queue only drains from here on.
+    std::lock_guard<std::mutex> lock(completion_mu_);
+    completion_stop_ = true;
+  }
+  completion_cv_.notify_all();
+  if (completion_thread_.joinable()) completion_thread_.join();
   if (housekeeping_thread_.joinable()) housekeeping_thread_.join();
   FailAll(ErrStopped());
   if (store_) {
@@ -429,7 +450,7 @@ void EtcdServer::ApplyLoop() {
 
 absl::Status EtcdServer::ApplyAndCommit(const std::vector<LogEntry>& entries, bool replay) {
   mvcc::ApplyBatch batch(store_.get());
-  std::vector<std::pair<Waiter, grpc::Status>> completions;
+  std::vector<std::pair<Done, grpc::Status>> completions;
   std::vector<std::function<void()>> after_commit;
   completions.reserve(entries.size());
   meridianpb::InternalRequest parsed;
@@ -462,7 +483,7 @@ absl::Status EtcdServer::ApplyAndCommit(const std::vector<LogEntry>& entries, bo
       });
       continue;
     }
-    if (w.done) completions.emplace_back(std::move(w), st);
+    if (w.done) completions.emplace_back(std::move(w.done), st);
   }
   batch.SetConsistentIndex(entries.back().index);
   auto start = std::chrono::steady_clock::now();
@@ -471,8 +492,28 @@ absl::Status EtcdServer::ApplyAndCommit(const std::vector<LogEntry>& entries, bo
   proposals_applied_->Inc(static_cast<double>(entries.size()));
   watch_hub_->Notify(batch.events(), batch.rev());
   for (auto& fn : after_commit) fn();
-  for (auto& [w, st] : completions) w.done(st);
+  if (!completions.empty()) {
+    {
+      std::lock_guard<std::mutex> lock(completion_mu_);
+      completion_queue_.push_back(std::move(completions));
+    }
+    completion_cv_.notify_one();
+  }
   return absl::OkStatus();
+}
+
+void EtcdServer::CompletionLoop() {
+  while (true) {
+    std::vector<std::pair<Done, grpc::Status>> batch;
+    {
+      std::unique_lock<std::mutex> lock(completion_mu_);
+      completion_cv_.wait(lock, [&] { return completion_stop_ || !completion_queue_.empty(); });
+      if (completion_queue_.empty()) return;
+      batch = std::move(completion_queue_.front());
+      completion_queue_.pop_front();
+    }
+    for (auto& [done, st] : batch) done(st);
+  }
 }
 
 grpc::Status EtcdServer::ApplyEntry(mvcc::ApplyBatch* batch,

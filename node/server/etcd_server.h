@@ -100,6 +100,7 @@ class EtcdServer {
   void LogLoop();
   void ApplyLoop();
   void HousekeepingLoop();
+  void CompletionLoop();
   // Applies one committed entry into `batch`; `response` may be null (replay). Returns the
   // status to give the proposer.
   grpc::Status ApplyEntry(mvcc::ApplyBatch* batch, const meridianpb::InternalRequest& req,
@@ -147,6 +148,14 @@ class EtcdServer {
   std::atomic<bool> nospace_{false};
   std::atomic<bool> nospace_raising_{false};
   std::atomic<uint64_t> db_size_bytes_{0};
+
+  // Answers to proposers, handed off by the apply thread: finishing a gRPC call writes to the
+  // socket, which must not hold up applying the next batch.
+  std::mutex completion_mu_;
+  std::condition_variable completion_cv_;
+  std::deque<std::vector<std::pair<Done, grpc::Status>>> completion_queue_;
+  bool completion_stop_ = false;
+  std::thread completion_thread_;
 
   std::mutex housekeeping_mu_;
   std::condition_variable housekeeping_cv_;
