@@ -348,19 +348,27 @@ class ClusterService final : public etcdserverpb::Cluster::CallbackService {
 
 // ------------------------------------------------------------------------------------------
 
-// Streams a snapshot file in chunks, then its SHA-256, as etcd's Snapshot RPC does.
+// Writes a snapshot of the current view to a file on its own thread (it can take a while), then
+// streams the file in chunks followed by its SHA-256, as etcd's Snapshot RPC does.
 class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::SnapshotResponse> {
  public:
   SnapshotReactor(EtcdServer* s, std::string path) : s_(s), path_(std::move(path)) {
-    file_.open(path_, std::ios::binary);
-    std::error_code ec;
-    remaining_ = std::filesystem::file_size(path_, ec);
-    SHA256_Init(&sha_);
-    if (!file_ || ec) {
-      Finish(grpc::Status(grpc::StatusCode::INTERNAL, "snapshot: cannot read the snapshot file"));
-      return;
-    }
-    Next();
+    writer_ = std::thread([this] {
+      auto st = WriteEtcdSnapshot(*s_, *s_->View(), path_);
+      if (!st.ok()) {
+        Finish(ToGrpc(st));
+        return;
+      }
+      file_.open(path_, std::ios::binary);
+      std::error_code ec;
+      remaining_ = std::filesystem::file_size(path_, ec);
+      SHA256_Init(&sha_);
+      if (!file_ || ec) {
+        Finish(grpc::Status(grpc::StatusCode::INTERNAL, "snapshot: cannot read the snapshot file"));
+        return;
+      }
+      Next();
+    });
   }
   void OnWriteDone(bool ok) override {
     if (!ok) {
@@ -374,6 +382,7 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::Snap
     Next();
   }
   void OnDone() override {
+    if (writer_.joinable()) writer_.join();
     file_.close();
     std::error_code ec;
     std::filesystem::remove(path_, ec);
@@ -409,6 +418,7 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::Snap
   static constexpr uint64_t kChunkBytes = 32 * 1024;
   EtcdServer* s_;
   std::string path_;
+  std::thread writer_;
   std::ifstream file_;
   uint64_t remaining_ = 0;
   SHA256_CTX sha_;
@@ -419,6 +429,14 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::Snap
 class MaintenanceService final : public etcdserverpb::Maintenance::CallbackService {
  public:
   explicit MaintenanceService(EtcdServer* s) : s_(s) {}
+  ~MaintenanceService() override {
+    {
+      std::lock_guard<std::mutex> lock(defrag_mu_);
+      defrag_stop_ = true;
+    }
+    defrag_cv_.notify_all();
+    if (defrag_thread_.joinable()) defrag_thread_.join();
+  }
 
   ServerUnaryReactor* Alarm(CallbackServerContext* ctx, const etcdserverpb::AlarmRequest* req,
                             etcdserverpb::AlarmResponse* resp) override {
@@ -450,13 +468,14 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
                                  const etcdserverpb::DefragmentRequest*,
                                  etcdserverpb::DefragmentResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
-    // Rewriting every file takes a while: do it off the gRPC threads, one at a time.
-    std::thread([this, reactor, resp] {
-      std::lock_guard<std::mutex> lock(defrag_mu_);
-      auto st = s_->store()->Defragment();
-      s_->FillHeader(resp->mutable_header(), s_->store()->rev());
-      reactor->Finish(ToGrpc(st));
-    }).detach();
+    // Rewriting every file takes a while: do it off the gRPC threads, one at a time. Requests
+    // that arrive during a defragmentation wait for the next one (bounded by the client count).
+    std::lock_guard<std::mutex> lock(defrag_mu_);
+    defrag_waiting_.emplace_back(reactor, resp);
+    if (!defrag_thread_.joinable()) {
+      defrag_thread_ = std::thread([this] { DefragLoop(); });
+    }
+    defrag_cv_.notify_one();
     return reactor;
   }
 
@@ -488,16 +507,6 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
       CallbackServerContext* ctx, const etcdserverpb::SnapshotRequest*) override {
     std::string path = absl::StrCat(s_->config().data_dir, "/member/snapshot-",
                                     s_->NextRequestId(), ".db.tmp");
-    auto st = WriteEtcdSnapshot(*s_, *s_->View(), path);
-    if (!st.ok()) {
-      std::error_code ec;
-      std::filesystem::remove(path, ec);
-      struct Failed : grpc::ServerWriteReactor<etcdserverpb::SnapshotResponse> {
-        explicit Failed(grpc::Status s) { Finish(s); }
-        void OnDone() override { delete this; }
-      };
-      return new Failed(ToGrpc(st));
-    }
     return new SnapshotReactor(s_, path);
   }
 
@@ -511,8 +520,29 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
   }
 
  private:
+  void DefragLoop() {
+    std::unique_lock<std::mutex> lock(defrag_mu_);
+    while (true) {
+      defrag_cv_.wait(lock, [&] { return defrag_stop_ || !defrag_waiting_.empty(); });
+      if (defrag_waiting_.empty()) return;
+      auto waiting = std::move(defrag_waiting_);
+      defrag_waiting_.clear();
+      lock.unlock();
+      grpc::Status st = defrag_stop_ ? ErrStopped() : ToGrpc(s_->store()->Defragment());
+      for (auto& [reactor, resp] : waiting) {
+        s_->FillHeader(resp->mutable_header(), s_->store()->rev());
+        reactor->Finish(st);
+      }
+      lock.lock();
+    }
+  }
+
   EtcdServer* s_;
   std::mutex defrag_mu_;
+  std::condition_variable defrag_cv_;
+  std::vector<std::pair<ServerUnaryReactor*, etcdserverpb::DefragmentResponse*>> defrag_waiting_;
+  bool defrag_stop_ = false;
+  std::thread defrag_thread_;
 };
 
 }  // namespace
