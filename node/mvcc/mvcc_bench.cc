@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "common/temp_dir.h"
 #include "node/mvcc/watch_hub.h"
 
 namespace meridian::mvcc {
@@ -11,16 +12,11 @@ namespace {
 
 struct Fixture {
   Fixture() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "mvccbench_XXXXXX").string();
-    dir = mkdtemp(tmpl.data());
     StoreOptions o;
-    o.dir = dir;
+    o.dir = dir.path();
     store = std::move(*Store::Open(o));
   }
-  ~Fixture() {
-    store.reset();
-    std::filesystem::remove_all(dir);
-  }
+  ~Fixture() { store.reset(); }
   void Fill(int keys, int value_bytes) {
     std::string value(value_bytes, 'v');
     for (int i = 0; i < keys;) {
@@ -35,7 +31,7 @@ struct Fixture {
       (void)b.Commit();
     }
   }
-  std::string dir;
+  TempDir dir{"mvccbench"};
   std::unique_ptr<Store> store;
 };
 

@@ -7,23 +7,13 @@
 #include <optional>
 #include <random>
 
+#include "common/temp_dir.h"
 #include "node/mvcc/store.h"
 
 namespace meridian::mvcc {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "mvcc_test_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using meridian::TempDir;
 
 // The model: for every revision, the full map of live keys.
 struct ModelKv {

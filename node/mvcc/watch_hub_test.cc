@@ -1,5 +1,6 @@
 // Watch hub: ordering, no gaps, no duplicates, catch-up from history, slow streams, compaction,
 // filters, progress and fragments.
+#include "common/temp_dir.h"
 #include "node/mvcc/watch_hub.h"
 
 #include <gtest/gtest.h>
@@ -40,10 +41,8 @@ class FakeSink : public WatchStream::Sink {
 class WatchHubTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "watchhub_XXXXXX").string();
-    dir_ = mkdtemp(tmpl.data());
     StoreOptions o;
-    o.dir = dir_;
+    o.dir = dir_.path();
     store_ = std::move(*Store::Open(o));
   }
   void MakeHub(size_t queue_responses = 4096) {
@@ -56,7 +55,6 @@ class WatchHubTest : public ::testing::Test {
   void TearDown() override {
     hub_.reset();
     store_.reset();
-    std::filesystem::remove_all(dir_);
   }
   void Put(const std::string& k, const std::string& v) {
     ApplyBatch b(store_.get());
@@ -95,7 +93,7 @@ class WatchHubTest : public ::testing::Test {
     }
     return out;
   }
-  std::string dir_;
+  TempDir dir_{"watchhub"};
   std::unique_ptr<Store> store_;
   std::unique_ptr<WatchHub> hub_;
 };

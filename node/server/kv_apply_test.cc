@@ -1,6 +1,8 @@
 // etcd's KV semantics on the store: txn validation, compares, nested txns, range options.
 #include "node/server/kv_apply.h"
 
+#include "common/temp_dir.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -11,16 +13,11 @@ namespace {
 class KvApplyTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "kvapply_XXXXXX").string();
-    dir_ = mkdtemp(tmpl.data());
     mvcc::StoreOptions o;
-    o.dir = dir_;
+    o.dir = dir_.path();
     store_ = std::move(*mvcc::Store::Open(o));
   }
-  void TearDown() override {
-    store_.reset();
-    std::filesystem::remove_all(dir_);
-  }
+  void TearDown() override { store_.reset(); }
   grpc::Status Txn(const etcdserverpb::TxnRequest& r, etcdserverpb::TxnResponse* resp) {
     mvcc::ApplyBatch b(store_.get());
     auto t = b.BeginTxn();
@@ -38,7 +35,7 @@ class KvApplyTest : public ::testing::Test {
     etcdserverpb::TxnResponse resp;
     ASSERT_TRUE(Txn(r, &resp).ok());
   }
-  std::string dir_;
+  TempDir dir_{"kvapply"};
   std::unique_ptr<mvcc::Store> store_;
 };
 

@@ -31,6 +31,7 @@
 #include "nlohmann/json.hpp"
 #include "node/snapshot/bolt_format.h"
 #include "node/snapshot/bolt_reader.h"
+#include "common/temp_dir.h"
 #include "node/snapshot/bolt_writer.h"
 
 extern char** environ;
@@ -43,25 +44,7 @@ using KeyValues = std::vector<std::pair<std::string, std::string>>;
 // Bucket name -> ordered contents; std::map keeps buckets in byte order like bbolt.
 using Database = std::map<std::string, KeyValues>;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "bolt_test.XXXXXX").string();
-    if (::mkdtemp(pattern.data()) == nullptr) {
-      std::perror("mkdtemp");
-      std::abort();
-    }
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string File(std::string_view name) const { return (path_ / std::string(name)).string(); }
-
- private:
-  std::filesystem::path path_;
-};
+using meridian::TempDir;
 
 std::string ReadFileBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
