@@ -11,6 +11,9 @@ namespace {
 constexpr char kErrDuplicateWatchId[] = "mvcc: duplicate watch ID provided on the WatchStream";
 constexpr char kErrEmptyWatcherRange[] = "mvcc: watcher range is empty";
 
+// A merged response stays below this, so one response never grows without bound.
+constexpr size_t kMaxMergedBytes = 1u << 20;
+
 size_t EventsBytes(const std::vector<mvccpb::Event>& evs) {
   size_t n = 0;
   for (const auto& e : evs) n += e.ByteSizeLong() + 4;
@@ -29,6 +32,7 @@ void WatchStream::WriteNextLocked() {
   in_flight_ = std::move(queue_.front().first);
   queued_bytes_ -= queue_.front().second;
   queue_.pop_front();
+  ++popped_;
   sink_busy_ = true;
   sink_->Write(&in_flight_);
 }
@@ -47,8 +51,23 @@ bool WatchStream::writing() const {
 void WatchStream::Detach() {
   std::lock_guard<std::mutex> lock(mu_);
   sink_ = nullptr;
+  popped_ += queue_.size();
   queue_.clear();
+  mergeable_.clear();
   queued_bytes_ = 0;
+}
+
+bool WatchStream::MergeLocked(int64_t watch_id, std::vector<mvccpb::Event>& events, size_t bytes,
+                              int64_t header_rev, size_t max_merged_bytes) {
+  auto it = mergeable_.find(watch_id);
+  if (it == mergeable_.end() || it->second < popped_) return false;
+  auto& [resp, resp_bytes] = queue_[it->second - popped_];
+  if (resp_bytes + bytes > max_merged_bytes) return false;
+  for (auto& e : events) *resp.add_events() = std::move(e);
+  resp.mutable_header()->set_revision(header_rev);
+  resp_bytes += bytes;
+  queued_bytes_ += bytes;
+  return true;
 }
 
 bool WatchStream::HasRoom(size_t bytes) const {
@@ -66,6 +85,13 @@ void WatchStream::PushLocked(etcdserverpb::WatchResponse&& resp, size_t bytes) {
 
 void WatchStream::PushControl(etcdserverpb::WatchResponse resp) {
   std::lock_guard<std::mutex> lock(mu_);
+  // Later events must not be merged into responses queued before a control response (a
+  // progress notification would otherwise seem to go backwards).
+  if (resp.watch_id() == -1) {
+    mergeable_.clear();
+  } else {
+    mergeable_.erase(resp.watch_id());
+  }
   size_t bytes = resp.ByteSizeLong();
   PushLocked(std::move(resp), bytes);
 }
@@ -258,9 +284,15 @@ bool WatchHub::Deliver(Watcher* w, std::vector<mvccpb::Event>&& events, int64_t 
     return false;
   }
   if (!w->fragment || bytes <= options_.fragment_bytes || events.size() < 2) {
+    // Merge into this watcher's queued, unsent response when the stream is backed up; never
+    // for fragmenting watchers, whose response sizes the client asked to bound.
+    if (!w->fragment && s->MergeLocked(w->id, events, bytes, header_rev, kMaxMergedBytes)) {
+      return true;
+    }
     auto resp = NewResponse(w->id, header_rev);
     for (auto& e : events) *resp.add_events() = std::move(e);
     s->PushLocked(std::move(resp), bytes);
+    if (!w->fragment && s->sink_ != nullptr) s->mergeable_[w->id] = s->popped_ + s->queue_.size() - 1;
     return true;
   }
   // Fragments: every piece but the last says fragment=true; each holds at least one event.
@@ -283,21 +315,37 @@ void WatchHub::Notify(const std::vector<mvccpb::Event>& events, int64_t rev) {
   std::lock_guard<std::mutex> lock(mu_);
   notified_rev_ = std::max(notified_rev_, rev);
   if (watcher_count_ == 0 || events.empty()) return;
-  std::unordered_map<Watcher*, std::vector<mvccpb::Event>> per_watcher;
+  // Indexes of matching events per watcher; events are copied once per watcher, and without
+  // prev_kv unless it asked for it (copies dominate the cost of a wide fan-out).
+  std::unordered_map<Watcher*, std::vector<uint32_t>> per_watcher;
   std::vector<Watcher*> order;  // deterministic delivery order: first match first
-  auto add = [&](Watcher* w, const mvccpb::Event& ev) {
+  auto add = [&](Watcher* w, const mvccpb::Event& ev, uint32_t i) {
     if (!Matches(*w, ev)) return;
     auto [it, inserted] = per_watcher.try_emplace(w);
     if (inserted) order.push_back(w);
-    it->second.push_back(ev);
+    it->second.push_back(i);
   };
-  for (const auto& ev : events) {
+  for (uint32_t i = 0; i < events.size(); ++i) {
+    const auto& ev = events[i];
     auto [b, e] = synced_by_key_.equal_range(ev.kv().key());
-    for (auto it = b; it != e; ++it) add(it->second, ev);
-    for (Watcher* w : synced_ranges_) add(w, ev);
+    for (auto it = b; it != e; ++it) add(it->second, ev, i);
+    for (Watcher* w : synced_ranges_) add(w, ev, i);
   }
+  std::vector<mvccpb::Event> evs;
   for (Watcher* w : order) {
-    auto& evs = per_watcher[w];
+    const auto& idx = per_watcher[w];
+    evs.clear();
+    evs.reserve(idx.size());
+    for (uint32_t i : idx) {
+      const auto& src = events[i];
+      if (w->prev_kv) {
+        evs.push_back(src);
+      } else {
+        evs.emplace_back();
+        evs.back().set_type(src.type());
+        *evs.back().mutable_kv() = src.kv();
+      }
+    }
     int64_t first = evs.front().kv().mod_revision();
     if (Deliver(w, std::move(evs), rev)) {
       w->next_rev = rev + 1;
@@ -307,6 +355,7 @@ void WatchHub::Notify(const std::vector<mvccpb::Event>& events, int64_t rev) {
       w->next_rev = first;
       unsynced_.insert(w);
     }
+    evs = std::vector<mvccpb::Event>();
   }
   if (!unsynced_.empty()) cv_.notify_all();
 }

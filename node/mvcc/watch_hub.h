@@ -67,6 +67,10 @@ class WatchStream {
   friend class WatchHub;
   bool HasRoom(size_t bytes) const;
   void PushLocked(etcdserverpb::WatchResponse&& resp, size_t bytes);
+  // Appends events for `watch_id` to its newest queued, unsent event response if there is one
+  // (and it stays under `max_merged_bytes`); returns false if a new response is needed.
+  bool MergeLocked(int64_t watch_id, std::vector<mvccpb::Event>& events, size_t bytes,
+                   int64_t header_rev, size_t max_merged_bytes);
   void WriteNextLocked();
 
   mutable std::mutex mu_;
@@ -74,6 +78,10 @@ class WatchStream {
   bool sink_busy_ = false;
   etcdserverpb::WatchResponse in_flight_;
   std::deque<std::pair<etcdserverpb::WatchResponse, size_t>> queue_;
+  // Queue position (counted from the stream's start) of each watcher's newest event response
+  // that has not been written yet: a backed-up stream sends fewer, larger responses.
+  std::unordered_map<int64_t, uint64_t> mergeable_;
+  uint64_t popped_ = 0;  // responses taken off the queue so far
   size_t queued_bytes_ = 0;
   size_t max_bytes_ = 0;
   size_t max_responses_ = 0;

@@ -45,9 +45,10 @@ class WatchHubTest : public ::testing::Test {
     o.dir = dir_.path();
     store_ = std::move(*Store::Open(o));
   }
-  void MakeHub(size_t queue_responses = 4096) {
+  void MakeHub(size_t queue_responses = 4096, size_t queue_bytes = 8u << 20) {
     WatchHubOptions wo;
     wo.stream_queue_responses_max = queue_responses;
+    wo.stream_queue_bytes_max = queue_bytes;
     wo.fragment_bytes = 200;
     wo.fill_header = [](etcdserverpb::ResponseHeader* h, int64_t rev) { h->set_revision(rev); };
     hub_ = std::make_unique<WatchHub>(store_.get(), wo);
@@ -143,7 +144,8 @@ TEST_F(WatchHubTest, CatchUpFromHistoryThenLiveWithoutGapOrDuplicate) {
 }
 
 TEST_F(WatchHubTest, SlowStreamIsMovedOutAndCatchesUp) {
-  MakeHub(/*queue_responses=*/4);
+  // Backed-up responses of one watcher are merged, so the byte bound is what fills up.
+  MakeHub(/*queue_responses=*/4, /*queue_bytes=*/300);
   FakeSink slow, fast;
   auto ss = hub_->NewStream(&slow);
   auto fs = hub_->NewStream(&fast);
