@@ -28,9 +28,9 @@ struct LatencySummary {
 class LatencyHistogram {
  public:
   static constexpr int kSubBucketBits = 7;
-  static constexpr uint64_t kSubBuckets = uint64_t{1} << kSubBucketBits;   // 128 per octave
-  static constexpr uint64_t kExactLimit = kSubBuckets * 2;                  // < 256 ns: exact
-  static constexpr int kFirstOctave = kSubBucketBits + 1;                   // 2^8
+  static constexpr uint64_t kSubBuckets = uint64_t{1} << kSubBucketBits;  // 128 per octave
+  static constexpr uint64_t kExactLimit = kSubBuckets * 2;                // < 256 ns: exact
+  static constexpr int kFirstOctave = kSubBucketBits + 1;                 // 2^8
   static constexpr size_t kBucketCount = kExactLimit + (64 - kFirstOctave) * kSubBuckets;
 
   LatencyHistogram();

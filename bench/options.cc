@@ -63,14 +63,14 @@ absl::StatusOr<K8sMix> ParseK8sMix(std::string_view text) {
     } else if (name == "list") {
       mix.list = value;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--k8s-mix: unknown op \"", AbslView(name), "\" (create, update, delete, get, list)"));
+      return absl::InvalidArgumentError(absl::StrCat("--k8s-mix: unknown op \"", AbslView(name),
+                                                     "\" (create, update, delete, get, list)"));
     }
   }
   const int sum = mix.create + mix.update + mix.remove + mix.get + mix.list;
   if (sum != 100) {
-    return absl::InvalidArgumentError(absl::StrCat("--k8s-mix: percentages sum to ", sum,
-                                                   ", not 100"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--k8s-mix: percentages sum to ", sum, ", not 100"));
   }
   return mix;
 }
@@ -109,7 +109,9 @@ absl::StatusOr<BenchOptions> ParseOptions(int argc, const char* const* argv) {
   std::string k8s_mix;
   app.add_option("mode", mode_name, "workload")->required();
   app.add_option("--endpoints", endpoints, "comma-separated host:port list (http:// optional)");
-  app.add_option("--conns", o.conns, "gRPC channels (TCP connections)");
+  app.add_option("--conns", o.conns,
+                 "gRPC channels (TCP connections), round-robin over the endpoints; at least one "
+                 "per endpoint");
   app.add_option("--clients", o.clients,
                  "concurrent clients, one request in flight each (putters in watch modes)");
   app.add_option("--threads", o.threads, "completion-queue threads (0: auto)");
@@ -119,8 +121,14 @@ absl::StatusOr<BenchOptions> ParseOptions(int argc, const char* const* argv) {
   app.add_option("--val-size", o.val_size_bytes, "value size in bytes");
   app.add_option("--key-space", o.key_space, "number of distinct keys");
   app.add_flag("--sequential-keys", o.sequential_keys, "keys in order instead of random");
+  app.add_flag("--key-pad-right", o.key_pad_right,
+               "pad keys after the number instead of zero-padding before it (random keys then "
+               "differ from their first bytes, like etcdctl check perf's)");
   app.add_option("--rate", o.rate_per_s,
                  "requests per second in all (open loop; latency counts from the scheduled time)");
+  app.add_option("--rate-catchup", o.rate_catch_up,
+                 "with --rate, a late client sends its missed requests at once (1, default) or "
+                 "skips them (0: a token bucket without burst, like etcdctl check perf)");
   app.add_option("--key-prefix", o.key_prefix, "prefix of every key");
   app.add_option("--consistency", consistency, "range: l (linearizable) or s (serializable)");
   app.add_option("--txn-ops", o.txn_ops, "txn-put: puts per transaction");
@@ -211,6 +219,9 @@ absl::Status ValidateOptions(BenchOptions* options) {
   const auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
   if (o.endpoints.empty()) return bad("--endpoints is empty");
   if (o.conns < 1 || o.conns > 1000) return bad("--conns must be 1..1000, got ", o.conns);
+  if (o.endpoints.size() > 1000) return bad("more than 1000 endpoints");
+  // Channels go round-robin over the endpoints; every endpoint gets at least one.
+  o.conns = std::max(o.conns, static_cast<int>(o.endpoints.size()));
   if (o.clients < 1 || o.clients > 100000) return bad("--clients must be 1..100000");
   if (o.threads < 0 || o.threads > 64) return bad("--threads must be 0..64");
   if (o.duration_s < 0 || o.duration_s > 86400) return bad("--duration must be 0..86400 s");

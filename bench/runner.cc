@@ -68,18 +68,32 @@ constexpr int kErrProtocol = 20;
 constexpr int kErrorKinds = 21;
 
 const char* ErrorKindName(int kind) {
-  static constexpr const char* kNames[kErrorKinds] = {
-      "OK",          "CANCELLED",        "UNKNOWN",         "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS",  "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",       "UNAVAILABLE",     "DATA_LOSS",
-      "UNAUTHENTICATED", "WATCH_CANCELED", "LEASE_EXPIRED", "STREAM_ENDED",
-      "PROTOCOL"};
+  static constexpr const char* kNames[kErrorKinds] = {"OK",
+                                                      "CANCELLED",
+                                                      "UNKNOWN",
+                                                      "INVALID_ARGUMENT",
+                                                      "DEADLINE_EXCEEDED",
+                                                      "NOT_FOUND",
+                                                      "ALREADY_EXISTS",
+                                                      "PERMISSION_DENIED",
+                                                      "RESOURCE_EXHAUSTED",
+                                                      "FAILED_PRECONDITION",
+                                                      "ABORTED",
+                                                      "OUT_OF_RANGE",
+                                                      "UNIMPLEMENTED",
+                                                      "INTERNAL",
+                                                      "UNAVAILABLE",
+                                                      "DATA_LOSS",
+                                                      "UNAUTHENTICATED",
+                                                      "WATCH_CANCELED",
+                                                      "LEASE_EXPIRED",
+                                                      "STREAM_ENDED",
+                                                      "PROTOCOL"};
   return kind >= 0 && kind < kErrorKinds ? kNames[kind] : "?";
 }
 
 enum K8sOp { kOpCreate, kOpUpdate, kOpDelete, kOpGet, kOpListPage, kOpList, kK8sOps };
-constexpr const char* kK8sOpNames[kK8sOps] = {"create", "update", "delete",
+constexpr const char* kK8sOpNames[kK8sOps] = {"create", "update",    "delete",
                                               "get",    "list_page", "list"};
 
 // Counters of one completion-queue thread. Only that thread writes them while a phase runs; the
@@ -186,18 +200,25 @@ std::string MakeValue(size_t size_bytes, uint64_t seed) {
   return value;
 }
 
-// prefix + zero-padded decimal index, written in place.
+// prefix + zero-padded decimal index, written in place. With pad_right the number comes first,
+// in as few digits as the key space needs, and the padding after it: random keys then differ
+// from their first bytes on, like etcdctl's, instead of sharing a long zero prefix (which an LSM
+// store's prefix compression makes artificially cheap).
 class KeyFormatter {
  public:
-  KeyFormatter(std::string prefix, size_t size_bytes)
-      : prefix_(std::move(prefix)), size_(std::max(size_bytes, prefix_.size() + 1)) {}
+  KeyFormatter(std::string prefix, size_t size_bytes, uint64_t key_space, bool pad_right)
+      : prefix_(std::move(prefix)), size_(std::max(size_bytes, prefix_.size() + 1)) {
+    size_t digits = 1;
+    for (uint64_t v = key_space > 0 ? key_space - 1 : 0; v >= 10; v /= 10) ++digits;
+    digits_end_ = pad_right ? std::min(size_, prefix_.size() + digits) : size_;
+  }
   void Write(uint64_t index, std::string* key) const {
     if (key->size() != size_ || key->compare(0, prefix_.size(), prefix_) != 0) {
       *key = prefix_;
       key->resize(size_, '0');
     }
-    char* p = key->data() + size_;
-    for (size_t i = prefix_.size(); i < size_; ++i) {
+    char* p = key->data() + digits_end_;
+    for (size_t i = prefix_.size(); i < digits_end_; ++i) {
       *--p = static_cast<char>('0' + index % 10);
       index /= 10;
     }
@@ -206,6 +227,7 @@ class KeyFormatter {
  private:
   std::string prefix_;
   size_t size_;
+  size_t digits_end_;  // digits occupy [prefix size, digits_end_)
 };
 
 class Engine {
@@ -240,15 +262,19 @@ class Engine {
       args.SetMaxReceiveMessageSize(256 << 20);
       args.SetMaxSendMessageSize(64 << 20);
       const std::string& target = o_.endpoints[c % o_.endpoints.size()];
-      auto channel =
-          grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
-      if (!channel->WaitForConnected(DeadlineIn(5 * kNsPerSec))) {
-        return absl::UnavailableError(absl::StrCat("cannot connect to ", target, " within 5 s"));
-      }
+      auto channel = grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+      channel->GetState(/*try_to_connect=*/true);  // all channels connect in parallel
       kv_.push_back(KV::NewStub(channel));
       watch_.push_back(Watch::NewStub(channel));
       lease_.push_back(Lease::NewStub(channel));
       channels_.push_back(std::move(channel));
+    }
+    const gpr_timespec deadline = DeadlineIn(5 * kNsPerSec);
+    for (int c = 0; c < o_.conns; ++c) {
+      if (!channels_[c]->WaitForConnected(deadline)) {
+        return absl::UnavailableError(absl::StrCat(
+            "cannot connect to ", o_.endpoints[c % o_.endpoints.size()], " within 5 s"));
+      }
     }
     // One synchronous request: fails fast on a server that is not etcd-like, and gives k8s mode
     // the revision its watches start from.
@@ -322,7 +348,10 @@ struct Pacing {
   uint64_t quota = UINT64_MAX;  // requests
   uint64_t end_ns = 0;          // 0: no time limit
   uint64_t interval_ns = 0;     // 0: closed loop
-  uint64_t origin_ns = 0;       // schedule of request k: origin + k * interval
+  uint64_t origin_ns = 0;       // first request's scheduled time
+  // A late client sends its missed requests at once (true: the schedule is fixed, as in wrk2),
+  // or skips them and resumes from now (false: a token bucket without burst, as in etcdctl).
+  bool catch_up = true;
 };
 
 // A client with one request in flight. Subclasses start exactly one asynchronous operation in
@@ -347,6 +376,7 @@ class ClientBase {
 
   void Start(const Pacing& pacing) {
     pacing_ = pacing;
+    next_at_ns_ = pacing.origin_ns;
     // Hop onto the client's own thread before touching anything.
     alarm_.Set(cq_, gpr_inf_past(GPR_CLOCK_MONOTONIC), &start_tag_);
   }
@@ -364,11 +394,13 @@ class ClientBase {
     if (pacing_.end_ns != 0 && now >= pacing_.end_ns) return Stop();
     uint64_t at = now;
     if (pacing_.interval_ns != 0) {
-      at = pacing_.origin_ns + issued_ * pacing_.interval_ns;
+      at = next_at_ns_;
+      if (!pacing_.catch_up && at < now) at = now;
       if (pacing_.end_ns != 0 && at >= pacing_.end_ns) return Stop();
     }
     at = std::max(at, backoff_until_ns_);
     scheduled_ns_ = at;
+    next_at_ns_ = at + pacing_.interval_ns;
     if (at > now) {
       alarm_.Set(cq_, DeadlineIn(at - now), &alarm_tag_);
       return;
@@ -414,6 +446,7 @@ class ClientBase {
   Pacing pacing_;
   uint64_t issued_ = 0;  // includes the request in flight
   uint64_t scheduled_ns_ = 0;
+  uint64_t next_at_ns_ = 0;  // with --rate: when the next request is due
   std::optional<grpc::ClientContext> ctx_;
   grpc::Status status_;
 
@@ -440,8 +473,8 @@ class UnaryClient : public ClientBase {
       : ClientBase(engine, index, done),
         op_(op),
         sequential_(sequential),
-        keys_(engine->options().key_prefix,
-              static_cast<size_t>(engine->options().key_size_bytes)),
+        keys_(engine->options().key_prefix, static_cast<size_t>(engine->options().key_size_bytes),
+              engine->options().key_space, engine->options().key_pad_right),
         done_tag_(MakeTag<&UnaryClient::OnDone>(this)) {
     const BenchOptions& o = engine->options();
     clients_ = static_cast<uint64_t>(o.clients);
@@ -507,7 +540,10 @@ class UnaryClient : public ClientBase {
         range_rpc_->Finish(&range_resp_, &status_, &done_tag_);
         break;
       case Op::kTxnPut: {
-        const uint64_t first = NextKeyIndex();
+        // Sequential transactions take disjoint runs of txn_ops keys, so --total T writes
+        // T * txn_ops distinct keys (how the comparison loads 1M keys quickly).
+        const uint64_t ops = static_cast<uint64_t>(txn_req_.success_size());
+        const uint64_t first = sequential_ ? (NextKeyIndex() * ops) % key_space_ : NextKeyIndex();
         for (int i = 0; i < txn_req_.success_size(); ++i) {
           keys_.Write((first + static_cast<uint64_t>(i)) % key_space_,
                       txn_req_.mutable_success(i)->mutable_request_put()->mutable_key());
@@ -550,8 +586,7 @@ class UnaryClient : public ClientBase {
   std::unique_ptr<grpc::ClientAsyncResponseReader<etcdserverpb::PutResponse>> put_rpc_;
   std::unique_ptr<grpc::ClientAsyncResponseReader<etcdserverpb::RangeResponse>> range_rpc_;
   std::unique_ptr<grpc::ClientAsyncResponseReader<etcdserverpb::TxnResponse>> txn_rpc_;
-  std::unique_ptr<grpc::ClientAsyncResponseReader<etcdserverpb::DeleteRangeResponse>>
-      delete_rpc_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<etcdserverpb::DeleteRangeResponse>> delete_rpc_;
 };
 
 // Grants a lease, then sends LeaseKeepAlive requests on one stream, one at a time.
@@ -732,11 +767,11 @@ class K8sClient : public ClientBase {
   void PickOp() {
     const int r = static_cast<int>(rng_.Below(100));
     int at = mix_.create;
-    K8sOp op = r < at                           ? kOpCreate
-               : r < (at += mix_.update)        ? kOpUpdate
-               : r < (at += mix_.remove)        ? kOpDelete
-               : r < (at += mix_.get)           ? kOpGet
-                                                : kOpListPage;
+    K8sOp op = r < at                    ? kOpCreate
+               : r < (at += mix_.update) ? kOpUpdate
+               : r < (at += mix_.remove) ? kOpDelete
+               : r < (at += mix_.get)    ? kOpGet
+                                         : kOpListPage;
     const uint64_t n = mod_revisions_.size();
     if (op == kOpCreate && live_ == n) op = kOpUpdate;
     if ((op == kOpUpdate || op == kOpDelete || op == kOpGet) && live_ == 0) op = kOpCreate;
@@ -897,7 +932,8 @@ class WatchStream {
     const absl::Status status =
         set_->OnResponse(resp_, now, record_delivery_ ? &stats_->latency : nullptr, &r);
     if (!status.ok()) {
-      stats_->CountError(r.canceled ? kErrWatchCanceled : kErrProtocol, status.message());
+      stats_->CountError(r.canceled ? kErrWatchCanceled : kErrProtocol,
+                         std::string_view(status.message().data(), status.message().size()));
     }
     if (r.new_distinct > 0) {
       ThreadStats::Bump(stats_->distinct_events, r.new_distinct);
@@ -947,8 +983,8 @@ class WatchStream {
   Latch* done_;
   Tag start_tag_, write_tag_, read_tag_, finish_tag_;
   grpc::ClientContext ctx_;
-  std::unique_ptr<grpc::ClientAsyncReaderWriter<etcdserverpb::WatchRequest,
-                                                etcdserverpb::WatchResponse>>
+  std::unique_ptr<
+      grpc::ClientAsyncReaderWriter<etcdserverpb::WatchRequest, etcdserverpb::WatchResponse>>
       rpc_;
   etcdserverpb::WatchResponse resp_;
   grpc::Status status_;
@@ -965,7 +1001,10 @@ class WatchStream {
 class Progress {
  public:
   Progress(bool enabled, const char* what, uint64_t total, double duration_s, uint64_t start_ns)
-      : enabled_(enabled), what_(what), total_(total), duration_s_(duration_s),
+      : enabled_(enabled),
+        what_(what),
+        total_(total),
+        duration_s_(duration_s),
         start_ns_(start_ns) {}
   void Draw(uint64_t done) {
     if (!enabled_) return;
@@ -1035,7 +1074,7 @@ void FillErrors(const Merged& m, BenchResult* r) {
   r->first_error = m.first_error;
 }
 
-Pacing MakePacing(int clients_count, int index, uint64_t total, double rate_per_s,
+Pacing MakePacing(int clients_count, int index, uint64_t total, double rate_per_s, bool catch_up,
                   double duration_s, uint64_t start_ns) {
   Pacing p;
   const uint64_t clients = static_cast<uint64_t>(clients_count);
@@ -1048,6 +1087,7 @@ Pacing MakePacing(int clients_count, int index, uint64_t total, double rate_per_
     const double interval = static_cast<double>(kNsPerSec) * clients / rate_per_s;
     p.interval_ns = std::max<uint64_t>(1, static_cast<uint64_t>(interval));
     p.origin_ns = start_ns + static_cast<uint64_t>(interval * index / clients);
+    p.catch_up = catch_up;
   }
   return p;
 }
@@ -1064,7 +1104,8 @@ uint64_t RunClients(Engine& engine, const char* what, uint64_t total, double rat
   for (int i = 0; i < o.clients; ++i) clients.push_back(make_client(i, &done));
   const uint64_t start_ns = NowNs();
   for (int i = 0; i < o.clients; ++i) {
-    clients[i]->Start(MakePacing(o.clients, i, total, rate_per_s, duration_s, start_ns));
+    clients[i]->Start(
+        MakePacing(o.clients, i, total, rate_per_s, o.rate_catch_up, duration_s, start_ns));
   }
   Progress progress(o.progress != 0, what, total, duration_s, start_ns);
   done.Wait(-1, 200, [&] { progress.Draw(engine.SumCompleted()); });
@@ -1081,10 +1122,17 @@ void RunUnary(Engine& engine, BenchResult* result) {
   const std::string value = MakeValue(static_cast<size_t>(o.val_size_bytes), o.seed);
   UnaryClient::Op op = UnaryClient::Op::kPut;
   switch (o.mode) {
-    case Mode::kRange: op = UnaryClient::Op::kRange; break;
-    case Mode::kTxnPut: op = UnaryClient::Op::kTxnPut; break;
-    case Mode::kDelete: op = UnaryClient::Op::kDelete; break;
-    default: break;
+    case Mode::kRange:
+      op = UnaryClient::Op::kRange;
+      break;
+    case Mode::kTxnPut:
+      op = UnaryClient::Op::kTxnPut;
+      break;
+    case Mode::kDelete:
+      op = UnaryClient::Op::kDelete;
+      break;
+    default:
+      break;
   }
   if (o.mode == Mode::kRange || o.mode == Mode::kDelete) {
     // Range reads and deletes need keys that exist: write the key space first (delete: only as
@@ -1098,8 +1146,8 @@ void RunUnary(Engine& engine, BenchResult* result) {
     result->prefill_s = Seconds(t0, NowNs());
     const Merged m = MergeStats(engine);
     if (m.ok != n) {
-      result->first_error = absl::StrCat("prefill: ", m.ok, " of ", n, " puts succeeded; ",
-                                         m.first_error);
+      result->first_error =
+          absl::StrCat("prefill: ", m.ok, " of ", n, " puts succeeded; ", m.first_error);
     }
     engine.ResetStats();
   }
@@ -1108,8 +1156,8 @@ void RunUnary(Engine& engine, BenchResult* result) {
   const uint64_t start_ns =
       RunClients(engine, ModeName(o.mode).data(), o.total, o.rate_per_s, o.duration_s,
                  [&](int i, Latch* done) {
-        return std::make_unique<UnaryClient>(&engine, i, done, op, value, sequential);
-      });
+                   return std::make_unique<UnaryClient>(&engine, i, done, op, value, sequential);
+                 });
   const Merged m = MergeStats(engine);
   const std::string prefill_error = result->first_error;
   FillErrors(m, result);
@@ -1122,10 +1170,9 @@ void RunUnary(Engine& engine, BenchResult* result) {
 
 void RunLease(Engine& engine, BenchResult* result) {
   const BenchOptions& o = engine.options();
-  const uint64_t start_ns = RunClients(engine, "lease-keepalive", o.total, o.rate_per_s, o.duration_s,
-                                       [&](int i, Latch* done) {
-                                         return std::make_unique<LeaseClient>(&engine, i, done);
-                                       });
+  const uint64_t start_ns = RunClients(
+      engine, "lease-keepalive", o.total, o.rate_per_s, o.duration_s,
+      [&](int i, Latch* done) { return std::make_unique<LeaseClient>(&engine, i, done); });
   const Merged m = MergeStats(engine);
   FillErrors(m, result);
   result->requests = m.ok;
@@ -1147,10 +1194,10 @@ struct StreamGroup {
     done.Reset(stream_count);
     for (int s = 0; s < stream_count; ++s) {
       const int on_stream = watchers / stream_count + (s < watchers % stream_count ? 1 : 0);
-      sets.push_back(std::make_unique<WatcherSet>(static_cast<uint32_t>(on_stream), track,
-                                                  sources, puts));
-      streams.push_back(std::make_unique<WatchStream>(&engine, s, sets.back().get(), create,
-                                                      track, &ready, &done));
+      sets.push_back(
+          std::make_unique<WatcherSet>(static_cast<uint32_t>(on_stream), track, sources, puts));
+      streams.push_back(std::make_unique<WatchStream>(&engine, s, sets.back().get(), create, track,
+                                                      &ready, &done));
     }
   }
   void Start() {
@@ -1189,8 +1236,7 @@ bool WaitWatchersCreated(Engine& engine, StreamGroup& group, uint64_t start_ns,
   const int64_t timeout_ms = 30000 + static_cast<int64_t>(o.watchers) / 10;
   Progress progress(o.progress != 0, "creating watchers", static_cast<uint64_t>(o.watchers), 0,
                     start_ns);
-  const bool all_ready =
-      group.ready.Wait(timeout_ms, 200, [&] { progress.Draw(group.Created()); });
+  const bool all_ready = group.ready.Wait(timeout_ms, 200, [&] { progress.Draw(group.Created()); });
   progress.Clear();
   result->watch_setup_s = Seconds(start_ns, NowNs());
   result->watchers_created = group.Created();
@@ -1244,7 +1290,8 @@ void RunWatch(Engine& engine, BenchResult* result) {
   const double put_s = Seconds(start_ns, std::max(m.last_completion_ns, start_ns));
   result->put_qps = put_s > 0 ? m.ok / put_s : 0;
   result->put_latency = m.put_latency.Summary();
-  result->elapsed_s = Seconds(start_ns, std::max({m.last_event_ns, m.last_completion_ns, start_ns}));
+  result->elapsed_s =
+      Seconds(start_ns, std::max({m.last_event_ns, m.last_completion_ns, start_ns}));
   result->events_per_s = result->elapsed_s > 0 ? result->watch.distinct / result->elapsed_s : 0;
   result->qps = result->events_per_s;
   result->latency = m.latency.Summary();
@@ -1293,9 +1340,9 @@ void RunK8s(Engine& engine, BenchResult* result) {
     }
   }
   const std::string value = MakeValue(static_cast<size_t>(o.val_size_bytes), o.seed);
-  const uint64_t start_ns = RunClients(engine, "k8s", o.total, o.rate_per_s, o.duration_s, [&](int i, Latch* done) {
-    return std::make_unique<K8sClient>(&engine, i, done, value);
-  });
+  const uint64_t start_ns = RunClients(
+      engine, "k8s", o.total, o.rate_per_s, o.duration_s,
+      [&](int i, Latch* done) { return std::make_unique<K8sClient>(&engine, i, done, value); });
   if (o.watchers > 0) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     group.CancelAndWait();
@@ -1473,7 +1520,9 @@ std::string ResultJson(const BenchResult& r) {
       .Int("val_size", o.val_size_bytes)
       .Uint("key_space", o.key_space)
       .Bool("sequential_keys", o.sequential_keys)
+      .Bool("key_pad_right", o.key_pad_right)
       .Num("rate", o.rate_per_s)
+      .Bool("rate_catchup", o.rate_catch_up)
       .Str("consistency", o.serializable ? "s" : "l")
       .Num("elapsed_s", r.elapsed_s)
       .Uint("requests", r.requests)
@@ -1486,10 +1535,11 @@ std::string ResultJson(const BenchResult& r) {
     json.Uint("prefilled_keys", r.prefilled_keys).Num("prefill_s", r.prefill_s);
   }
   if (r.has_watch) {
+    const bool puts = o.mode == Mode::kWatch || o.mode == Mode::kWatchLatency;
     json.Raw("watch", JsonObject()
                           .Int("watchers", o.watchers)
                           .Int("streams", o.streams)
-                          .Uint("puts", o.puts)
+                          .Uint("puts", puts ? o.puts : 0)
                           .Uint("watchers_created", r.watchers_created)
                           .Num("setup_s", r.watch_setup_s)
                           .Uint("expected", r.watch.expected)
@@ -1524,19 +1574,21 @@ std::string ResultText(const BenchResult& r) {
   char buf[512];
   const LatencySummary& l = r.latency;
   const auto latency_line = [&](const char* what, const LatencySummary& s) {
-    std::snprintf(buf, sizeof(buf),
-                  "%s ms: p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  (mean %.3f, n=%" PRIu64
-                  ")\n",
-                  what, s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms, s.max_ms, s.mean_ms, s.count);
+    std::snprintf(
+        buf, sizeof(buf),
+        "%s ms: p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  (mean %.3f, n=%" PRIu64 ")\n",
+        what, s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms, s.max_ms, s.mean_ms, s.count);
     out += buf;
   };
   if (o.mode == Mode::kIdleWatchers) {
-    std::snprintf(buf, sizeof(buf), "idle-watchers: %u of %d watchers on %d streams created in %.2f s\n",
+    std::snprintf(buf, sizeof(buf),
+                  "idle-watchers: %u of %d watchers on %d streams created in %.2f s\n",
                   r.watchers_created, o.watchers, o.streams, r.watch_setup_s);
     out += buf;
   } else if (r.has_watch && o.mode != Mode::kK8s) {
     std::snprintf(buf, sizeof(buf),
-                  "%s: %d watchers on %d streams, %" PRIu64 " puts by %d clients\n"
+                  "%s: %d watchers on %d streams, %" PRIu64
+                  " puts by %d clients\n"
                   "events: %" PRIu64 " delivered, %.1f events/s; lost %" PRIu64
                   ", duplicated %" PRIu64 ", out of order %" PRIu64 ", unexpected %" PRIu64 "\n",
                   ModeName(o.mode).data(), o.watchers, o.streams, o.puts, o.clients,

@@ -21,8 +21,8 @@
 namespace meridian::bench {
 
 struct BenchResult {
-  BenchOptions options;  // as run: threads and mode defaults resolved
-  double elapsed_s = 0;  // the measured phase
+  BenchOptions options;   // as run: threads and mode defaults resolved
+  double elapsed_s = 0;   // the measured phase
   uint64_t requests = 0;  // completed without error (watch modes: puts)
   uint64_t errors = 0;
   // Throughput: requests/s; in watch and watch-latency, delivered events/s.

@@ -135,10 +135,9 @@ absl::Status WatcherSet::OnResponse(const etcdserverpb::WatchResponse& response,
     }
   } else if (response.canceled()) {
     result->canceled = true;
-    status = absl::CancelledError(absl::StrCat("watch ", response.watch_id(), " canceled (",
-                                               response.cancel_reason(),
-                                               "), compact_revision=",
-                                               response.compact_revision()));
+    status = absl::CancelledError(
+        absl::StrCat("watch ", response.watch_id(), " canceled (", response.cancel_reason(),
+                     "), compact_revision=", response.compact_revision()));
   }
   const int event_count = response.events_size();
   if (event_count == 0) return status;
@@ -148,8 +147,8 @@ absl::Status WatcherSet::OnResponse(const etcdserverpb::WatchResponse& response,
   if (it == index_by_watch_id_.end()) {
     unknown_id_events_ += static_cast<uint64_t>(event_count);
     if (status.ok()) {
-      status = absl::InternalError(absl::StrCat(event_count, " events for unknown watch id ",
-                                                response.watch_id()));
+      status = absl::InternalError(
+          absl::StrCat(event_count, " events for unknown watch id ", response.watch_id()));
     }
     return status;
   }

@@ -42,9 +42,9 @@ void EncodeWatchPayload(uint64_t seq, uint64_t sent_ns, size_t size_bytes, std::
 std::optional<WatchPayload> DecodeWatchPayload(std::string_view value);
 
 struct WatchEventCounts {
-  uint64_t expected = 0;      // events that should have arrived (watchers x puts)
-  uint64_t received = 0;      // every event delivered, ours or not, duplicates included
-  uint64_t distinct = 0;      // distinct (watcher, seq) pairs delivered
+  uint64_t expected = 0;  // events that should have arrived (watchers x puts)
+  uint64_t received = 0;  // every event delivered, ours or not, duplicates included
+  uint64_t distinct = 0;  // distinct (watcher, seq) pairs delivered
   uint64_t lost = 0;
   uint64_t duplicated = 0;
   uint64_t out_of_order = 0;
@@ -64,7 +64,10 @@ class SequenceTracker {
 
   // Returns true if `seq` had not been delivered before.
   bool Observe(uint64_t seq);
-  void ObserveUnexpected() { ++counts_.unexpected; ++counts_.received; }
+  void ObserveUnexpected() {
+    ++counts_.unexpected;
+    ++counts_.received;
+  }
 
   // counts with lost filled in.
   WatchEventCounts Counts() const;
@@ -109,8 +112,8 @@ class WatcherSet {
   uint32_t created_ = 0;
   bool track_;
   uint64_t puts_;
-  std::vector<SequenceTracker> trackers_;       // when tracking
-  std::vector<uint64_t> untracked_events_;     // when not tracking
+  std::vector<SequenceTracker> trackers_;   // when tracking
+  std::vector<uint64_t> untracked_events_;  // when not tracking
   absl::flat_hash_map<int64_t, uint32_t> index_by_watch_id_;
   uint64_t unknown_id_events_ = 0;
 };

@@ -57,7 +57,9 @@ TEST(SequenceTrackerTest, CountsLossDuplicationAndReorderExactly) {
   SequenceTracker dup(1, 10);
   for (uint64_t s = 0; s < 10; ++s) {
     dup.Observe(s);
-    if (s == 4) EXPECT_FALSE(dup.Observe(s));
+    if (s == 4) {
+      EXPECT_FALSE(dup.Observe(s));
+    }
   }
   EXPECT_EQ(dup.Counts().duplicated, 1u);
   EXPECT_EQ(dup.Counts().lost, 0u);

@@ -46,7 +46,7 @@ class Harness {
         check_quorum |= args[i] == "checkquorum";
       }
       for (uint64_t i = 1; i <= n; ++i) {
-        nodes_[i] = NewNode(i, testing::Ids(n), {}, {}, [&](Config& c) {
+        nodes_[i] = testing::NewBootstrappedNode(i, testing::Ids(n), [&](Config& c) {
           c.pre_vote = pre_vote;
           c.check_quorum = check_quorum;
         });

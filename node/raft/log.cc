@@ -75,10 +75,13 @@ bool RaftLog::IsUpToDate(uint64_t last_index, uint64_t last_term) const {
 }
 
 std::optional<uint64_t> RaftLog::MaybeAppend(uint64_t index, uint64_t log_term, uint64_t commit,
-                                             std::span<const Entry> entries) {
+                                             std::span<const Entry> entries,
+                                             uint64_t* first_written) {
+  if (first_written != nullptr) *first_written = 0;
   if (!MatchTerm(index, log_term)) return std::nullopt;
   const uint64_t last_new = index + entries.size();
   const uint64_t conflict = FindConflict(entries);
+  if (first_written != nullptr) *first_written = conflict;
   if (conflict != 0) {
     RAFT_CHECK(conflict > committed_) << "entry " << conflict
                                       << " conflicts with committed entry [committed("

@@ -37,9 +37,11 @@ class RaftLog {
 
   // Follower side of AppendEntries: if our entry at `index` has `log_term`, appends `entries`
   // (replacing a conflicting suffix), advances commit to min(`commit`, last new index) and
-  // returns the last new index. nullopt if the terms do not match.
+  // returns the last new index. nullopt if the terms do not match. `*first_written` (if given)
+  // is set to the first index written, 0 if the log already had all entries.
   std::optional<uint64_t> MaybeAppend(uint64_t index, uint64_t log_term, uint64_t commit,
-                                      std::span<const Entry> entries);
+                                      std::span<const Entry> entries,
+                                      uint64_t* first_written = nullptr);
   // Appends to the unstable tail, truncating anything at or after entries[0].index. Returns the
   // new last index.
   uint64_t Append(std::span<const Entry> entries);

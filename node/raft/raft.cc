@@ -44,7 +44,9 @@ Raft::Raft(const Config& config, const Storage* storage)
   absl::StatusOr<TrackerConfig> cfg = ConfigFromConfState(st.conf_state);
   RAFT_CHECK(cfg.ok()) << "invalid conf state in storage " << DescribeConfState(st.conf_state)
                        << ": " << cfg.status();
-  tracker_.SetConfig(*cfg, log_.LastIndex() + 1);
+  base_conf_ = *cfg;
+  ScanConfChanges(log_.FirstIndex(), log_.LastIndex() + 1);
+  tracker_.SetConfig(LogConfig(), log_.LastIndex() + 1);
   const Progress* self = tracker_.Get(id_);
   is_learner_ = self != nullptr && self->is_learner;
 
@@ -58,7 +60,39 @@ Raft::Raft(const Config& config, const Storage* storage)
     vote_ = hs.vote;
   }
   if (config.applied > 0) log_.AppliedTo(config.applied);
+  applied_conf_ = base_conf_;
+  for (const ConfPoint& p : conf_history_) {
+    if (p.index <= log_.applied()) applied_conf_ = p.config;
+  }
   BecomeFollower(term_, kNone);
+}
+
+void Raft::ScanConfChanges(uint64_t lo, uint64_t hi) {
+  std::vector<Entry> page;
+  while (lo < hi) {
+    absl::Status s = log_.Slice(lo, hi, config_.max_committed_size_per_ready_bytes, &page);
+    RAFT_CHECK(s.ok()) << id_ << " cannot scan entries [" << lo << ", " << hi << "): " << s;
+    for (const Entry& e : page) {
+      if (e.type != EntryType::kConfChange) continue;
+      // A change that does not decode or apply is a no-op on every node alike (they all see the
+      // same entry on top of the same configuration).
+      absl::StatusOr<ConfChange> cc = DecodeConfChange(e.data);
+      if (!cc.ok()) continue;
+      absl::StatusOr<TrackerConfig> next = raft::ApplyConfChange(LogConfig(), *cc);
+      if (!next.ok()) continue;
+      conf_history_.push_back(ConfPoint{e.index, std::move(*next)});
+    }
+    lo += page.size();
+  }
+}
+
+void Raft::OnLogWritten(uint64_t first_written) {
+  if (first_written == 0) return;
+  while (!conf_history_.empty() && conf_history_.back().index >= first_written) {
+    conf_history_.pop_back();  // truncated
+  }
+  ScanConfChanges(first_written, log_.LastIndex() + 1);
+  if (!(LogConfig() == tracker_.config())) SwitchToConfig(LogConfig());
 }
 
 uint64_t Raft::NextRandom() {
@@ -98,7 +132,10 @@ void Raft::Send(Message m) {
   msgs_.push_back(std::move(m));
 }
 
-std::vector<Message> Raft::TakeMessages() { return std::exchange(msgs_, {}); }
+std::vector<Message> Raft::TakeMessages() {
+  StartReadRound();
+  return std::exchange(msgs_, {});
+}
 std::vector<ReadState> Raft::TakeReadStates() { return std::exchange(read_states_, {}); }
 
 void Raft::Reset(uint64_t term) {
@@ -133,6 +170,7 @@ void Raft::Reset(uint64_t term) {
   deferred_reads_.clear();
   read_round_started_ = 0;
   read_round_confirmed_ = 0;
+  read_round_wanted_ = false;
 }
 
 void Raft::BecomeFollower(uint64_t term, uint64_t lead) {
@@ -165,12 +203,12 @@ void Raft::BecomeLeader() {
     self->BecomeReplicate();
     self->recent_active = true;
   }
-  // There may be an unapplied conf change in the log; refuse new ones until everything up to
-  // here is applied. This also makes the new leader commit an entry of its own term (the empty
-  // entry below) before any change, which one-at-a-time membership changes need for safety.
-  pending_conf_index_ = log_.LastIndex();
   bool ok = AppendEntries({Entry{}});
   RAFT_CHECK(ok) << id_ << " empty entry was dropped";
+  // Refuse conf changes until everything up to and including the empty entry of this term is
+  // applied: any change already in the log is then applied, and the new leader has committed an
+  // entry of its own term first, which one-at-a-time membership changes need (README.md).
+  pending_conf_index_ = log_.LastIndex();
 }
 
 void Raft::Tick() {
@@ -219,28 +257,9 @@ bool Raft::Promotable() const {
   return pr != nullptr && !pr->is_learner && !log_.UnstableSnapshot().has_value();
 }
 
-bool Raft::HasUnappliedConfChanges() const {
-  uint64_t lo = log_.applied() + 1;
-  const uint64_t hi = log_.committed() + 1;
-  std::vector<Entry> page;
-  while (lo < hi) {
-    absl::Status s = log_.Slice(lo, hi, config_.max_committed_size_per_ready_bytes, &page);
-    RAFT_CHECK(s.ok()) << "error scanning unapplied entries [" << lo << ", " << hi
-                       << "): " << s;
-    for (const Entry& e : page) {
-      if (e.type == EntryType::kConfChange) return true;
-    }
-    lo += page.size();
-  }
-  return false;
-}
-
 void Raft::Hup(CampaignType type) {
   if (role_ == Role::kLeader) return;
   if (!Promotable()) return;
-  // The configuration is about to change; campaigning under the old one could make this node
-  // count votes of a membership that no longer exists.
-  if (HasUnappliedConfChanges()) return;
   Campaign(type);
 }
 
@@ -462,6 +481,10 @@ absl::Status Raft::ProposeAsLeader(const Message& m) {
           "conf change refused: possible unapplied conf change at index ", pending_conf_index_,
           " (applied to ", log_.applied(), ")"));
     }
+    absl::StatusOr<ConfChange> cc = DecodeConfChange(m.entries[i].data);
+    if (!cc.ok()) return cc.status();
+    absl::StatusOr<TrackerConfig> next = raft::ApplyConfChange(LogConfig(), *cc);
+    if (!next.ok()) return next.status();
     conf_index = log_.LastIndex() + i + 1;
   }
   std::vector<Entry> entries = m.entries;
@@ -490,6 +513,7 @@ bool Raft::AppendEntries(std::vector<Entry> entries) {
   }
   uncommitted_size_bytes_ += size;
   log_.Append(entries);
+  OnLogWritten(entries.front().index);
   // No self-acknowledgement here: the leader's own entries count towards commit once they are
   // durable (OnPersisted).
   return true;
@@ -500,6 +524,7 @@ bool Raft::MaybeCommit() { return log_.MaybeCommit(tracker_.Committed(), term_);
 void Raft::OnCommitAdvanced() {
   ReleaseDeferredReads();
   BcastAppend();
+  MaybeStepDownAfterRemoval();
 }
 
 void Raft::BcastAppend() {
@@ -758,8 +783,10 @@ void Raft::HandleAppend(const Message& m) {
     Send(std::move(resp));
     return;
   }
+  uint64_t first_written = 0;
   if (std::optional<uint64_t> last_new =
-          log_.MaybeAppend(m.index, m.log_term, m.commit, m.entries)) {
+          log_.MaybeAppend(m.index, m.log_term, m.commit, m.entries, &first_written)) {
+    OnLogWritten(first_written);
     resp.index = *last_new;
     Send(std::move(resp));
     return;
@@ -814,6 +841,8 @@ bool Raft::Restore(const Snapshot& snapshot) {
   RAFT_CHECK(cfg.ok()) << id_ << " unable to restore config " << DescribeConfState(cs) << ": "
                        << cfg.status();
   log_.Restore(snapshot);
+  base_conf_ = *cfg;
+  conf_history_.clear();
   tracker_ = ProgressTracker(config_.max_inflight_msgs, config_.max_inflight_bytes);
   tracker_.SetConfig(*cfg, log_.LastIndex() + 1);
   const Progress* self = tracker_.Get(id_);
@@ -838,22 +867,28 @@ absl::Status Raft::Bootstrap(const std::vector<uint64_t>& voters) {
   }
   log_.Append(entries);
   log_.CommitTo(entries.size());
-  // Applied to the tracker now; the application re-applies them from the committed entries
-  // (re-adding a voter is a no-op).
-  for (const Entry& e : entries) {
-    absl::StatusOr<ConfChange> cc = DecodeConfChange(e.data);
-    RAFT_CHECK(cc.ok()) << cc.status();
-    absl::StatusOr<ConfState> cs = ApplyConfChange(*cc);
-    if (!cs.ok()) return cs.status();
-  }
+  OnLogWritten(1);  // in effect now; the application applies them like any committed entries
   return absl::OkStatus();
 }
 
 absl::StatusOr<ConfState> Raft::ApplyConfChange(const ConfChange& cc) {
-  absl::StatusOr<TrackerConfig> cfg = raft::ApplyConfChange(tracker_.config(), cc);
+  absl::StatusOr<TrackerConfig> cfg = raft::ApplyConfChange(applied_conf_, cc);
   if (!cfg.ok()) return cfg.status();
-  SwitchToConfig(*cfg);
-  return tracker_.GetConfState();
+  applied_conf_ = std::move(*cfg);
+  return applied_conf_state();
+}
+
+void Raft::OnSnapshotApplied(const Snapshot& snapshot) {
+  absl::StatusOr<TrackerConfig> cfg = ConfigFromConfState(snapshot.metadata.conf_state);
+  RAFT_CHECK(cfg.ok()) << cfg.status();
+  applied_conf_ = std::move(*cfg);
+}
+
+ConfState Raft::applied_conf_state() const {
+  ConfState cs;
+  cs.voters = applied_conf_.voters.ids();
+  cs.learners.assign(applied_conf_.learners.begin(), applied_conf_.learners.end());
+  return cs;
 }
 
 void Raft::SwitchToConfig(const TrackerConfig& config) {
@@ -861,23 +896,21 @@ void Raft::SwitchToConfig(const TrackerConfig& config) {
   const Progress* self = tracker_.Get(id_);
   is_learner_ = self != nullptr && self->is_learner;
   if (role_ != Role::kLeader) return;
-  if (self == nullptr || is_learner_) {
-    // This leader was removed. Step down; the remaining members elect a new leader after an
-    // election timeout (with CheckQuorum they would depose us anyway).
-    BecomeFollower(term_, kNone);
-    return;
-  }
   if (lead_transferee_ != kNone && !tracker_.IsVoter(lead_transferee_)) AbortLeaderTransfer();
-  // The quorum changed: commit and confirmed reads may move.
-  if (MaybeCommit()) {
-    OnCommitAdvanced();
-  } else {
-    // Probe new members right away instead of waiting for the next heartbeat or proposal.
-    for (const auto& [id, pr] : tracker_.progress()) {
-      if (id != id_) MaybeSendAppend(id, /*send_if_empty=*/false);
-    }
-  }
-  ConfirmReads();
+  // The quorum changed: commit and confirmed reads may move. (A leader switches only when it
+  // appends a change itself, and broadcasts that entry right after, which also probes new
+  // members.)
+  if (MaybeCommit()) OnCommitAdvanced();
+  if (role_ == Role::kLeader) ConfirmReads();
+  MaybeStepDownAfterRemoval();
+}
+
+void Raft::MaybeStepDownAfterRemoval() {
+  // A leader that appended its own removal keeps replicating (without counting itself) until
+  // the change commits, then steps down (dissertation §4.2.2); the others elect a new leader.
+  if (role_ != Role::kLeader || tracker_.IsVoter(id_)) return;
+  if (!conf_history_.empty() && log_.committed() < conf_history_.back().index) return;
+  BecomeFollower(term_, kNone);
 }
 
 void Raft::OnPersisted(uint64_t index, uint64_t term) {
@@ -893,6 +926,14 @@ void Raft::OnSnapshotPersisted(uint64_t index) { log_.StableSnapTo(index); }
 
 void Raft::OnApplied(uint64_t index, uint64_t payload_bytes) {
   log_.AppliedTo(index);
+  // Committed changes are never truncated: fold them into the base to bound the history.
+  size_t fold = 0;
+  while (fold < conf_history_.size() && conf_history_[fold].index <= log_.committed()) ++fold;
+  if (fold > 0) {
+    base_conf_ = conf_history_[fold - 1].config;
+    conf_history_.erase(conf_history_.begin(),
+                        conf_history_.begin() + static_cast<ptrdiff_t>(fold));
+  }
   if (role_ == Role::kLeader) {
     uncommitted_size_bytes_ =
         payload_bytes >= uncommitted_size_bytes_ ? 0 : uncommitted_size_bytes_ - payload_bytes;
@@ -917,8 +958,20 @@ absl::Status Raft::HandleReadRequest(const Message& m) {
 }
 
 void Raft::MaybeStartReadRound() {
-  if (read_round_started_ != read_round_confirmed_) return;  // a round is in flight
-  if (reads_.empty() || reads_.back().round != 0) return;     // nobody waiting
+  // Started when the messages are collected for the next Ready, so that every request that
+  // arrives before then joins the same round.
+  read_round_wanted_ = true;
+}
+
+bool Raft::ReadRoundDue() const {
+  return read_round_wanted_ && role_ == Role::kLeader &&
+         read_round_started_ == read_round_confirmed_ &&  // no round in flight
+         !reads_.empty() && reads_.back().round == 0;     // somebody waiting
+}
+
+void Raft::StartReadRound() {
+  if (!ReadRoundDue()) return;
+  read_round_wanted_ = false;
   ++read_round_started_;
   for (auto it = reads_.rbegin(); it != reads_.rend() && it->round == 0; ++it) {
     it->round = read_round_started_;

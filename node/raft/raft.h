@@ -58,7 +58,12 @@ class Raft {
 
   // See RawNode.
   [[nodiscard]] absl::Status Bootstrap(const std::vector<uint64_t>& voters);
+  // The application applied a conf change entry: returns the membership as of that entry (for
+  // the application's snapshots). Raft itself switched to it when the entry was appended.
   [[nodiscard]] absl::StatusOr<ConfState> ApplyConfChange(const ConfChange& cc);
+  // The application applied a snapshot (whose membership it now has).
+  void OnSnapshotApplied(const Snapshot& snapshot);
+  ConfState applied_conf_state() const;
 
   // The application made entries up to (index, term) durable.
   void OnPersisted(uint64_t index, uint64_t term);
@@ -68,7 +73,9 @@ class Raft {
 
   std::vector<Message> TakeMessages();
   std::vector<ReadState> TakeReadStates();
-  bool HasPendingOutput() const { return !msgs_.empty() || !read_states_.empty(); }
+  bool HasPendingOutput() const {
+    return !msgs_.empty() || !read_states_.empty() || ReadRoundDue();
+  }
 
   uint64_t id() const { return id_; }
   uint64_t term() const { return term_; }
@@ -114,7 +121,6 @@ class Raft {
   void TickHeartbeat();
 
   bool Promotable() const;
-  bool HasUnappliedConfChanges() const;
   void Hup(CampaignType type);
   void Campaign(CampaignType type);
   ProgressTracker::Tally Poll(uint64_t id, bool granted);
@@ -144,13 +150,29 @@ class Raft {
   void HandleSnapshot(const Message& m);
   bool Restore(const Snapshot& snapshot);
 
+  // Membership takes effect when a conf change entry is appended to the log (dissertation
+  // §4.1), and is rolled back if the entry is truncated. conf_history_ holds the configuration
+  // after each conf change entry in the log, base_conf_ the one before the first of them.
+  struct ConfPoint {
+    uint64_t index;
+    TrackerConfig config;
+  };
+  const TrackerConfig& LogConfig() const {
+    return conf_history_.empty() ? base_conf_ : conf_history_.back().config;
+  }
+  // Entries from `first_written` on were (re)written: recompute the membership from there.
+  void OnLogWritten(uint64_t first_written);
+  void ScanConfChanges(uint64_t lo, uint64_t hi);
   void SwitchToConfig(const TrackerConfig& config);
+  void MaybeStepDownAfterRemoval();
 
-  // ReadIndex (§6.4 of the dissertation), batched: at most one heartbeat round is in flight;
-  // requests arriving meanwhile join the next round, which starts when the current one is
-  // confirmed by a quorum.
+  // ReadIndex (§6.4 of the dissertation), batched: every request that arrives before the next
+  // Ready is collected shares one heartbeat round; at most one round is in flight, and requests
+  // arriving meanwhile join the next round, which starts once the current one is confirmed.
   [[nodiscard]] absl::Status HandleReadRequest(const Message& m);
   void MaybeStartReadRound();
+  void StartReadRound();
+  bool ReadRoundDue() const;
   void ConfirmReads();
   void RespondRead(uint64_t from, const std::string& context, uint64_t index);
   void ReleaseDeferredReads();
@@ -160,6 +182,9 @@ class Raft {
   const Config config_;
   RaftLog log_;
   ProgressTracker tracker_;
+  TrackerConfig base_conf_;
+  std::vector<ConfPoint> conf_history_;
+  TrackerConfig applied_conf_;  // as of the application's applied index
 
   uint64_t term_ = 0;
   uint64_t vote_ = kNone;
@@ -182,6 +207,7 @@ class Raft {
   std::vector<Message> deferred_reads_;  // waiting for the first commit of this term
   uint64_t read_round_started_ = 0;
   uint64_t read_round_confirmed_ = 0;
+  bool read_round_wanted_ = false;  // start a round when the next Ready is collected
 
   std::vector<Message> msgs_;
   std::vector<ReadState> read_states_;

@@ -369,7 +369,7 @@ TEST(RaftPaperTest, FollowerChecksPrevLog_5_3) {
   for (const Case& c : cases) {
     auto n = NewNode(2, {1, 2, 3}, log, HardState{2, 0, 1});
     n->Drain();
-    ASSERT_TRUE(n->node->Step(App(1, 2, 2, c.index, c.log_term, {}, 1)).ok());
+    ASSERT_TRUE(n->node->Step(App(1, 2, 3, c.index, c.log_term, {}, 1)).ok());
     auto resp = OfType(n->Drain(), MessageType::kAppResp);
     ASSERT_EQ(resp.size(), 1u);
     EXPECT_EQ(resp[0].reject, c.reject) << c.index << "/" << c.log_term;
@@ -533,6 +533,7 @@ TEST(RaftPaperTest, Figure8_5_4_2) {
   ASSERT_EQ(net[5].raft().log().TermOrZero(2), 2u);
   // (c) S5 crashes; S1 comes back and wins term 3 (S2, S3, S4 vote). It gets t1 onto S3, so
   // t1 is on a majority (S1, S2, S3), but it is from term 1: not committed by counting.
+  net.Restart(1);
   net.Recover();
   net.Isolate(5);
   net.Ignore(MessageType::kApp);
@@ -549,6 +550,7 @@ TEST(RaftPaperTest, Figure8_5_4_2) {
       << "t1 is on a majority but from term 1: it must not count as committed";
   // (d) S5 returns and wins (its last term 2 beats the others' 1), overwriting t1 everywhere.
   // Had S1 committed t1, this would lose a committed entry.
+  net.Restart(5);
   net.Recover();
   net.Isolate(1);
   CampaignUntilLeader(net, 5);

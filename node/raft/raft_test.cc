@@ -3,6 +3,7 @@
 // paper for client interaction), flow control, and membership changes (§6).
 #include <set>
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "node/raft/raft_test_util.h"
 
@@ -230,12 +231,12 @@ TEST(SnapshotTest, FollowerBehindCompactionGetsSnapshot) {
   Network net(3, PreVoteAndCheckQuorum);
   net.Campaign(1);
   net.Isolate(3);
-  for (int i = 0; i < 10; ++i) net.Propose(1, "e" + std::to_string(i));
+  for (int i = 0; i < 10; ++i) net.Propose(1, absl::StrCat("e", i));
   TestNode& leader = net[1];
   const uint64_t applied = leader.raft().log().applied();
   ASSERT_GE(applied, 11u);
-  ASSERT_TRUE(leader.storage->CreateSnapshot(applied, leader.conf, "state@" +
-                                             std::to_string(applied)).ok());
+  ASSERT_TRUE(
+      leader.storage->CreateSnapshot(applied, leader.conf, absl::StrCat("state@", applied)).ok());
   ASSERT_TRUE(leader.storage->Compact(applied).ok());
   net.Recover();
   net.TickAll(1);
@@ -244,7 +245,7 @@ TEST(SnapshotTest, FollowerBehindCompactionGetsSnapshot) {
   EXPECT_EQ(snaps, 1);
   net.TickAll(2);
   EXPECT_EQ(net[3].storage->snapshot().metadata.index, applied);
-  EXPECT_EQ(net[3].storage->snapshot().data, "state@" + std::to_string(applied));
+  EXPECT_EQ(net[3].storage->snapshot().data, absl::StrCat("state@", applied));
   net.Propose(1, "after");
   EXPECT_EQ(net[3].raft().log().committed(), leader.raft().log().committed());
   EXPECT_EQ(net[3].applied.back().data, "after");
@@ -478,7 +479,9 @@ TEST(FlowControlTest, UncommittedTailIsBounded) {
 // §6 membership, one change at a time.
 Network ClusterWithLearner() {
   Network net;
-  for (uint64_t id : {1u, 2u, 3u}) net.Add(NewNode(id, {1, 2, 3}, {}, {}, PreVoteAndCheckQuorum));
+  for (uint64_t id : {1u, 2u, 3u}) {
+    net.Add(testing::NewBootstrappedNode(id, {1, 2, 3}, PreVoteAndCheckQuorum));
+  }
   net.Add(NewNode(4, {}, {}, {}, PreVoteAndCheckQuorum));  // a new, empty node
   return net;
 }
@@ -567,23 +570,76 @@ TEST(MembershipTest, RemovingTheLastVoterIsRefused_6) {
   auto n = NewNode(1, {1});
   ASSERT_TRUE(n->node->Campaign().ok());
   n->Drain();
-  absl::StatusOr<ConfState> cs =
-      n->node->ApplyConfChange(ConfChange{ConfChange::Type::kRemoveNode, 1, ""});
-  EXPECT_FALSE(cs.ok());
+  absl::Status s = n->node->ProposeConfChange(ConfChange{ConfChange::Type::kRemoveNode, 1, ""});
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
   EXPECT_EQ(n->node->conf_state(), (ConfState{{1}, {}}));
+  EXPECT_TRUE(absl::IsFailedPrecondition(n->node->ProposeConfChange(
+      ConfChange{ConfChange::Type::kAddLearnerNode, 1, ""})))
+      << "demotion is not supported";
 }
 
-TEST(MembershipTest, PendingConfChangeBlocksCampaign_6) {
-  // A committed but unapplied conf change: the node would campaign under a configuration that
-  // is about to change.
-  ConfChange cc{ConfChange::Type::kAddNode, 4, ""};
-  std::vector<Entry> log = {E(1, 1), Entry{2, 1, EntryType::kConfChange, EncodeConfChange(cc)}};
-  auto n = NewNode(1, {1, 2, 3}, log, HardState{1, 0, 2}, [](Config& c) { c.applied = 1; });
-  ASSERT_TRUE(n->node->Campaign().ok());
-  EXPECT_EQ(n->raft().role(), Role::kFollower);
-  n->Drain();  // applies the change
-  ASSERT_TRUE(n->node->Campaign().ok());
-  EXPECT_EQ(n->raft().role(), Role::kCandidate);
+// Membership takes effect when the change is appended and is rolled back when the entry is
+// overwritten by a new leader.
+TEST(MembershipTest, ChangeTakesEffectOnAppendAndRollsBack_6) {
+  ConfChange add4{ConfChange::Type::kAddNode, 4, ""};
+  auto n = NewNode(2, {1, 2, 3}, {testing::E(1, 1)}, HardState{1, 0, 1});
+  n->Drain();
+  Message app;
+  app.type = MessageType::kApp;
+  app.from = 1;
+  app.to = 2;
+  app.term = 1;
+  app.index = 1;
+  app.log_term = 1;
+  app.commit = 1;
+  app.entries = {Entry{2, 1, EntryType::kConfChange, EncodeConfChange(add4)}};
+  ASSERT_TRUE(n->node->Step(app).ok());
+  EXPECT_EQ(n->node->conf_state(), (ConfState{{1, 2, 3, 4}, {}})) << "in effect once appended";
+  EXPECT_EQ(n->node->applied_conf_state(), (ConfState{{1, 2, 3}, {}})) << "not applied yet";
+  n->Drain();
+  // A new leader of term 2 never had the change: it is overwritten, and so is its effect.
+  app.from = 3;
+  app.term = 2;
+  app.entries = {testing::E(2, 2)};
+  ASSERT_TRUE(n->node->Step(app).ok());
+  EXPECT_EQ(n->node->conf_state(), (ConfState{{1, 2, 3}, {}}));
+  // After a restart the membership is recomputed from the log.
+  n->Drain();
+  app.term = 2;
+  app.index = 2;
+  app.log_term = 2;
+  app.entries = {Entry{3, 2, EntryType::kConfChange, EncodeConfChange(add4)}};
+  ASSERT_TRUE(n->node->Step(app).ok());
+  n->Drain();
+  auto restarted = RawNode::Create(testing::TestConfig(2), n->storage.get());
+  ASSERT_TRUE(restarted.ok());
+  EXPECT_EQ((*restarted)->conf_state(), (ConfState{{1, 2, 3, 4}, {}}));
+}
+
+// The scenario that makes activation at apply time unsafe with one change at a time. The
+// cluster went {1,2,3} -> +4 -> +5 and committed entry 7 with {3,4,5}. Nodes 1 and 2 received
+// both changes from a later leader that did not know they were committed, so they never
+// applied them. Under apply-time activation node 1 would count votes in {1,2,3} and win with
+// {1,2}, then overwrite the committed entry 7. It uses the membership of its log instead.
+TEST(MembershipTest, StaleNodesCannotWinWithAnOldMembership_6) {
+  auto cc = [](uint64_t index, uint64_t term, uint64_t id) {
+    return Entry{index, term, EntryType::kConfChange,
+                 EncodeConfChange(ConfChange{ConfChange::Type::kAddNode, id, ""})};
+  };
+  const std::vector<Entry> stale = {cc(1, 1, 1), cc(2, 1, 2), cc(3, 1, 3), testing::E(4, 2),
+                                    cc(5, 2, 4), cc(6, 2, 5)};
+  std::vector<Entry> full = stale;
+  full.push_back(testing::E(7, 2, "committed by 3, 4, 5"));
+  Network net;
+  for (uint64_t id : {1u, 2u}) net.Add(NewNode(id, {}, stale, HardState{3, 0, 3}));
+  for (uint64_t id : {3u, 4u, 5u}) net.Add(NewNode(id, {}, full, HardState{3, 0, 7}));
+  net.Stabilize();
+  ASSERT_EQ(net[1].node->applied_conf_state(), (ConfState{{1, 2, 3}, {}}));
+  ASSERT_EQ(net[1].node->conf_state(), (ConfState{{1, 2, 3, 4, 5}, {}}));
+  net.Campaign(1);
+  net.Campaign(1);
+  EXPECT_NE(net[1].raft().role(), Role::kLeader) << "two of five votes are not a majority";
+  EXPECT_EQ(net[1].raft().log().committed(), 3u);
 }
 
 }  // namespace

@@ -92,6 +92,17 @@ inline std::unique_ptr<TestNode> NewNode(uint64_t id, const std::vector<uint64_t
   return n;
 }
 
+// A brand-new cluster member: the initial membership is written to its log (RawNode::Bootstrap)
+// so that nodes added later learn it by replaying the log.
+inline std::unique_ptr<TestNode> NewBootstrappedNode(uint64_t id,
+                                                     const std::vector<uint64_t>& voters,
+                                                     std::function<void(Config&)> tweak = nullptr) {
+  auto n = NewNode(id, {}, {}, {}, std::move(tweak));
+  EXPECT_TRUE(n->node->Bootstrap(voters).ok());
+  n->Drain();
+  return n;
+}
+
 inline std::vector<uint64_t> Ids(size_t n) {
   std::vector<uint64_t> ids;
   for (uint64_t i = 1; i <= n; ++i) ids.push_back(i);
@@ -109,6 +120,17 @@ class Network {
   void Add(std::unique_ptr<TestNode> n) { nodes_[n->id] = std::move(n); }
   TestNode& operator[](uint64_t id) { return *nodes_.at(id); }
   bool Has(uint64_t id) const { return nodes_.count(id) > 0; }
+
+  // Crash and restart: a new RawNode over the same (durable) storage.
+  void Restart(uint64_t id, std::function<void(Config&)> tweak = nullptr) {
+    TestNode& n = *nodes_.at(id);
+    Config c = TestConfig(id);
+    if (tweak) tweak(c);
+    c.applied = n.storage->snapshot().metadata.index;
+    absl::StatusOr<std::unique_ptr<RawNode>> node = RawNode::Create(c, n.storage.get());
+    ASSERT_TRUE(node.ok()) << node.status();
+    n.node = std::move(*node);
+  }
 
   void Cut(uint64_t a, uint64_t b) {
     cut_.insert({a, b});

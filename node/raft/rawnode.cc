@@ -216,6 +216,7 @@ void RawNode::Advance(const Ready& rd) {
   if (rd.hard_state) prev_hard_ = *rd.hard_state;
   if (rd.snapshot) {
     raft_.OnSnapshotPersisted(rd.snapshot->metadata.index);
+    raft_.OnSnapshotApplied(*rd.snapshot);
     if (rd.snapshot->metadata.index > raft_.log().applied()) {
       raft_.OnApplied(rd.snapshot->metadata.index, 0);
     }

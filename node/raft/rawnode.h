@@ -96,10 +96,11 @@ class RawNode {
   // Proposes a membership change. Refused (FailedPrecondition) at the leader while a previous
   // change is not yet applied there, or before the leader applied its first entry of the term.
   [[nodiscard]] absl::Status ProposeConfChange(const ConfChange& cc);
-  // Applies a committed conf change entry; call it when applying that entry. Returns the new
-  // membership, or an error (with the membership unchanged) for a change that became invalid,
-  // such as removing the last voter. Every node applies the same changes in the same order, so
-  // all reach the same result.
+  // Call when applying a committed conf change entry. Returns the membership as of that entry
+  // (what a snapshot taken at that index must record), or an error (membership unchanged) for
+  // a change that is invalid on top of the previous one; every node sees the same sequence, so
+  // all agree. Raft itself already uses the new membership: it takes effect when the entry is
+  // appended to the log (README.md explains why).
   [[nodiscard]] absl::StatusOr<ConfState> ApplyConfChange(const ConfChange& cc);
 
   // Handles a message from a peer. InvalidArgument for malformed or local-only messages;
@@ -122,7 +123,10 @@ class RawNode {
   void Advance(const Ready& rd);
 
   const Raft& raft() const { return raft_; }
+  // The membership in effect: that of the last conf change entry in the log.
   ConfState conf_state() const { return raft_.tracker().GetConfState(); }
+  // The membership as of the applied index.
+  ConfState applied_conf_state() const { return raft_.applied_conf_state(); }
 
  private:
   RawNode(const Config& config, const Storage* storage);

@@ -19,11 +19,11 @@ namespace meridian::raft::sim {
 namespace {
 
 #ifdef NDEBUG
-constexpr uint64_t kDefaultSeeds = 2000;
+constexpr uint64_t kDefaultSeeds = 6000;
 #else
 constexpr uint64_t kDefaultSeeds = 150;  // unoptimized builds are ~10x slower
 #endif
-constexpr size_t kStepsPerSeed = 3000;
+constexpr size_t kStepsPerSeed = 4000;
 
 uint64_t EnvOr(const char* name, uint64_t fallback) {
   const char* v = std::getenv(name);

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   uint64_t seeds = 1000;
   uint64_t seconds = 0;
   uint64_t first = 1;
-  uint64_t steps = 3000;
+  uint64_t steps = 4000;
   bool seeds_given = false;
   for (int i = 1; i < argc; ++i) {
     if (ParseFlag(argc, argv, &i, "--seeds", &seeds)) {
