@@ -56,11 +56,11 @@ std::string* CheckOpMessage(const A& a, const B& b, const char* expr) {
                ::meridian::raft::internal::CheckFailure(__FILE__, __LINE__, #cond).stream()
 
 // Operands are compared as given; raft indexes and terms are all uint64_t.
-#define RAFT_INTERNAL_CHECK_OP(op, a, b)                                                      \
-  for (std::string* raft_check_msg_ =                                                         \
-           ((a)op(b)) ? nullptr                                                               \
+#define RAFT_INTERNAL_CHECK_OP(op, a, b)                                                         \
+  for (std::string* raft_check_msg_ =                                                            \
+           ((a)op(b)) ? nullptr                                                                  \
                       : ::meridian::raft::internal::CheckOpMessage((a), (b), #a " " #op " " #b); \
-       raft_check_msg_ != nullptr;)                                                           \
+       raft_check_msg_ != nullptr;)                                                              \
   ::meridian::raft::internal::CheckFailure(__FILE__, __LINE__, raft_check_msg_->c_str()).stream()
 
 #define RAFT_CHECK_EQ(a, b) RAFT_INTERNAL_CHECK_OP(==, a, b)

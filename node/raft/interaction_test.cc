@@ -123,8 +123,7 @@ class Harness {
         Ready rd = n->node->GetReady();
         Print(absl::StrCat(id, " handling Ready"));
         if (rd.soft_state) {
-          Print(absl::StrCat("  Lead:", rd.soft_state->leader, " ",
-                             RoleName(rd.soft_state->role)));
+          Print(absl::StrCat("  Lead:", rd.soft_state->leader, " ", RoleName(rd.soft_state->role)));
         }
         if (rd.hard_state) Print("  HardState " + DescribeHardState(*rd.hard_state));
         if (rd.snapshot) {

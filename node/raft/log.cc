@@ -83,9 +83,9 @@ std::optional<uint64_t> RaftLog::MaybeAppend(uint64_t index, uint64_t log_term, 
   const uint64_t conflict = FindConflict(entries);
   if (first_written != nullptr) *first_written = conflict;
   if (conflict != 0) {
-    RAFT_CHECK(conflict > committed_) << "entry " << conflict
-                                      << " conflicts with committed entry [committed("
-                                      << committed_ << ")]";
+    RAFT_CHECK(conflict > committed_)
+        << "entry " << conflict << " conflicts with committed entry [committed(" << committed_
+        << ")]";
     Append(entries.subspan(conflict - (index + 1)));
   }
   CommitTo(std::min(commit, last_new));
@@ -167,17 +167,17 @@ void RaftLog::AppliedTo(uint64_t index) {
 
 void RaftLog::ApplyingTo(uint64_t index) {
   RAFT_CHECK(index <= committed_ && index >= applying_)
-      << "applying(" << index << ") is out of range [prevApplying(" << applying_
-      << "), committed(" << committed_ << ")]";
+      << "applying(" << index << ") is out of range [prevApplying(" << applying_ << "), committed("
+      << committed_ << ")]";
   applying_ = index;
 }
 
 void RaftLog::StableTo(uint64_t index, uint64_t term) {
   std::optional<uint64_t> t = UnstableTerm(index);
   if (!t || *t != term || index < unstable_offset_) return;
-  unstable_entries_.erase(unstable_entries_.begin(),
-                          unstable_entries_.begin() +
-                              static_cast<ptrdiff_t>(index - unstable_offset_ + 1));
+  unstable_entries_.erase(
+      unstable_entries_.begin(),
+      unstable_entries_.begin() + static_cast<ptrdiff_t>(index - unstable_offset_ + 1));
   unstable_offset_ = index + 1;
 }
 
@@ -206,15 +206,14 @@ absl::Status RaftLog::Slice(uint64_t lo, uint64_t hi, uint64_t max_size_bytes,
   if (lo == hi) return absl::OkStatus();
   const uint64_t first = FirstIndex();
   if (lo < first) return CompactedError();
-  RAFT_CHECK(hi <= LastIndex() + 1) << "slice[" << lo << "," << hi << ") out of bound [" << first
-                                    << "," << LastIndex() << "]";
+  RAFT_CHECK(hi <= LastIndex() + 1)
+      << "slice[" << lo << "," << hi << ") out of bound [" << first << "," << LastIndex() << "]";
   uint64_t total = 0;
   if (lo < unstable_offset_) {
     const uint64_t storage_hi = std::min(hi, unstable_offset_);
     absl::Status s = storage_->Entries(lo, storage_hi, max_size_bytes, out);
     if (IsCompacted(s)) return s;
-    RAFT_CHECK(s.ok()) << "storage entries [" << lo << ", " << storage_hi
-                       << ") unavailable: " << s;
+    RAFT_CHECK(s.ok()) << "storage entries [" << lo << ", " << storage_hi << ") unavailable: " << s;
     if (out->size() < storage_hi - lo) return absl::OkStatus();  // size limit reached
     for (const Entry& e : *out) total += EntrySize(e);
   }

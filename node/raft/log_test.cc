@@ -36,15 +36,16 @@ TEST(RaftLogTest, FindConflictByTerm) {
   ASSERT_TRUE(s.ApplySnapshot(snap).ok());
   RaftLog log(&s, UINT64_MAX);
   // terms: 11:3 12:3 13:4 14:4 15:4 16:5 17:5
-  log.Append(std::vector<Entry>{E(11, 3), E(12, 3), E(13, 4), E(14, 4), E(15, 4), E(16, 5),
-                                E(17, 5)});
+  log.Append(
+      std::vector<Entry>{E(11, 3), E(12, 3), E(13, 4), E(14, 4), E(15, 4), E(16, 5), E(17, 5)});
   struct Case {
     uint64_t index, term, want_index, want_term;
   };
   const Case cases[] = {
       {30, 3, 30, 0},  // beyond the log: unknown
-      {17, 6, 17, 5}, {17, 5, 17, 5}, {17, 4, 15, 4}, {17, 3, 12, 3},
-      {17, 2, 10, 0},  // reaches the compacted prefix (snapshot term 3 > 2): 10 is compacted-ish
+      {17, 6, 17, 5}, {17, 5, 17, 5}, {17, 4, 15, 4},
+      {17, 3, 12, 3}, {17, 2, 10, 0},  // reaches the compacted prefix (snapshot term 3 > 2): 10 is
+                                       // compacted-ish
       {14, 3, 12, 3}, {12, 1, 10, 0},
   };
   for (const Case& c : cases) {

@@ -56,8 +56,7 @@ uint64_t MajorityConfig::CommittedIndex(
   return srt[q - 1];
 }
 
-VoteResult MajorityConfig::TallyVotes(
-    absl::FunctionRef<std::optional<bool>(uint64_t)> vote) const {
+VoteResult MajorityConfig::TallyVotes(absl::FunctionRef<std::optional<bool>(uint64_t)> vote) const {
   if (ids_.empty()) return VoteResult::kWon;
   size_t granted = 0;
   size_t missing = 0;

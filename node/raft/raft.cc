@@ -12,9 +12,9 @@ absl::Status Config::Validate() const {
   if (id == kNone) return absl::InvalidArgumentError("id must not be 0");
   if (heartbeat_ticks == 0) return absl::InvalidArgumentError("heartbeat_ticks must be > 0");
   if (election_ticks <= heartbeat_ticks) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("election_ticks (", election_ticks, ") must be greater than heartbeat_ticks (",
-                     heartbeat_ticks, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("election_ticks (", election_ticks,
+                                                   ") must be greater than heartbeat_ticks (",
+                                                   heartbeat_ticks, ")"));
   }
   if (max_inflight_msgs == 0) return absl::InvalidArgumentError("max_inflight_msgs must be > 0");
   if (max_size_per_msg_bytes == 0) {
@@ -53,8 +53,8 @@ Raft::Raft(const Config& config, const Storage* storage)
   const HardState& hs = st.hard_state;
   if (hs != HardState{}) {
     RAFT_CHECK(hs.commit >= log_.committed() && hs.commit <= log_.LastIndex())
-        << id_ << " state.commit " << hs.commit << " is out of range [" << log_.committed()
-        << ", " << log_.LastIndex() << "]";
+        << id_ << " state.commit " << hs.commit << " is out of range [" << log_.committed() << ", "
+        << log_.LastIndex() << "]";
     log_.CommitTo(hs.commit);
     term_ = hs.term;
     vote_ = hs.vote;
@@ -125,8 +125,8 @@ void Raft::Send(Message m) {
       m.term = 0;
       break;
     default:
-      RAFT_CHECK(m.term == 0) << "term should not be set when sending "
-                              << MessageTypeName(m.type) << " (was " << m.term << ")";
+      RAFT_CHECK(m.term == 0) << "term should not be set when sending " << MessageTypeName(m.type)
+                              << " (was " << m.term << ")";
       m.term = term_;
   }
   msgs_.push_back(std::move(m));
@@ -311,8 +311,8 @@ absl::Status Raft::Step(const Message& m) {
       // Leader lease (§4.2.3 of the dissertation): while we hear from a leader, a candidate
       // is most likely a node that was partitioned away; ignoring it keeps it from disrupting
       // the cluster. A transfer's campaign was asked for by the leader itself.
-      const bool in_lease = config_.check_quorum && lead_ != kNone &&
-                            election_elapsed_ < config_.election_ticks;
+      const bool in_lease =
+          config_.check_quorum && lead_ != kNone && election_elapsed_ < config_.election_ticks;
       if (in_lease && !m.leader_transfer) return absl::OkStatus();
     }
     if (m.type == MessageType::kPreVote) {
@@ -321,8 +321,7 @@ absl::Status Raft::Step(const Message& m) {
       // Granted pre-votes carry the future term we asked about; we move to it only once a
       // quorum grants.
     } else {
-      const bool from_leader = m.type == MessageType::kApp ||
-                               m.type == MessageType::kHeartbeat ||
+      const bool from_leader = m.type == MessageType::kApp || m.type == MessageType::kHeartbeat ||
                                m.type == MessageType::kSnap;
       BecomeFollower(m.term, from_leader ? m.from : kNone);
     }
@@ -470,16 +469,16 @@ absl::Status Raft::ProposeAsLeader(const Message& m) {
     return absl::UnavailableError("proposal dropped: this leader was removed from the cluster");
   }
   if (lead_transferee_ != kNone) {
-    return absl::UnavailableError(absl::StrCat(
-        "proposal dropped: leadership transfer to ", lead_transferee_, " in progress"));
+    return absl::UnavailableError(absl::StrCat("proposal dropped: leadership transfer to ",
+                                               lead_transferee_, " in progress"));
   }
   uint64_t conf_index = 0;
   for (size_t i = 0; i < m.entries.size(); ++i) {
     if (m.entries[i].type != EntryType::kConfChange) continue;
     if (pending_conf_index_ > log_.applied() || conf_index != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "conf change refused: possible unapplied conf change at index ", pending_conf_index_,
-          " (applied to ", log_.applied(), ")"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("conf change refused: possible unapplied conf change at index ",
+                       pending_conf_index_, " (applied to ", log_.applied(), ")"));
     }
     absl::StatusOr<ConfChange> cc = DecodeConfChange(m.entries[i].data);
     if (!cc.ok()) return cc.status();
@@ -489,9 +488,9 @@ absl::Status Raft::ProposeAsLeader(const Message& m) {
   }
   std::vector<Entry> entries = m.entries;
   if (!AppendEntries(std::move(entries))) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "proposal dropped: uncommitted log tail would exceed ",
-        config_.max_uncommitted_entries_size_bytes, " bytes"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("proposal dropped: uncommitted log tail would exceed ",
+                     config_.max_uncommitted_entries_size_bytes, " bytes"));
   }
   if (conf_index != 0) pending_conf_index_ = conf_index;
   BcastAppend();
@@ -545,8 +544,7 @@ bool Raft::MaybeSendAppend(uint64_t to, bool send_if_empty) {
   if (!prev_term.ok() || !es.ok()) {
     absl::Status err = prev_term.ok() ? es : prev_term.status();
     RAFT_CHECK(IsCompacted(err)) << id_ << " cannot send append to " << to << " at next "
-                                 << pr->next << " (last index " << log_.LastIndex()
-                                 << "): " << err;
+                                 << pr->next << " (last index " << log_.LastIndex() << "): " << err;
     return MaybeSendSnapshot(to, *pr);
   }
   if (entries.empty() && !send_if_empty) return false;
@@ -573,9 +571,8 @@ bool Raft::MaybeSendSnapshot(uint64_t to, Progress& pr) {
         << id_ << " failed to get snapshot for " << to << ": " << snap.status();
     return false;
   }
-  RAFT_CHECK(!snap->empty()) << id_ << " needs a non-empty snapshot to catch up " << to
-                             << " (next " << pr.next << ", first index " << log_.FirstIndex()
-                             << ")";
+  RAFT_CHECK(!snap->empty()) << id_ << " needs a non-empty snapshot to catch up " << to << " (next "
+                             << pr.next << ", first index " << log_.FirstIndex() << ")";
   // A follower refuses a snapshot whose membership excludes it (it was added after the
   // snapshot was taken); wait until the application takes a newer one instead of sending it
   // again and again.
@@ -712,7 +709,7 @@ absl::Status Raft::StepCandidate(const Message& m) {
       switch (Poll(m.from, !m.reject).result) {
         case VoteResult::kWon:
           if (role_ == Role::kPreCandidate) {
-            Campaign(m.leader_transfer ? CampaignType::kTransfer : CampaignType::kElection);
+            Campaign(CampaignType::kElection);
           } else {
             BecomeLeader();
             BcastAppend();

@@ -102,7 +102,7 @@ class Raft {
 
   // A ReadIndex request waiting for a heartbeat round to confirm leadership.
   struct PendingRead {
-    uint64_t index = 0;   // commit index when the request arrived
+    uint64_t index = 0;     // commit index when the request arrived
     uint64_t from = kNone;  // kNone or id_: local
     std::string context;
     uint64_t round = 0;  // 0: not yet part of a round

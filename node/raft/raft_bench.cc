@@ -70,7 +70,7 @@ void BM_LeaderStepAppResp(benchmark::State& state) {
     (void)leader.node->Step(ack);
   }
   uint64_t acked = proposed;  // acknowledged by both followers
-  bool second = false;         // the next ack is follower 3's for `acked`
+  bool second = false;        // the next ack is follower 3's for `acked`
   int since_drain = 0;
   for (auto _ : state) {
     if (!second && acked >= proposed) {

@@ -283,9 +283,9 @@ TEST(RaftPaperTest, LeaderCommitsOnMajority_5_3) {
     bool committed;
   };
   const Case cases[] = {
-      {1, {}, true},      {3, {}, false},        {3, {2}, true},           {3, {2, 3}, true},
-      {5, {}, false},     {5, {2}, false},       {5, {2, 3}, true},        {5, {2, 3, 4, 5}, true},
-      {4, {2}, false},    {4, {2, 3}, true},
+      {1, {}, true},   {3, {}, false},    {3, {2}, true},    {3, {2, 3}, true},
+      {5, {}, false},  {5, {2}, false},   {5, {2, 3}, true}, {5, {2, 3, 4, 5}, true},
+      {4, {2}, false}, {4, {2, 3}, true},
   };
   for (size_t i = 0; i < std::size(cases); ++i) {
     const Case& c = cases[i];
@@ -361,8 +361,7 @@ TEST(RaftPaperTest, FollowerChecksPrevLog_5_3) {
   };
   const Case cases[] = {
       {0, 0, false, 1, 0},  // match with committed entries
-      {1, 1, false, 1, 0},
-      {2, 2, false, 2, 0},
+      {1, 1, false, 1, 0}, {2, 2, false, 2, 0},
       {2, 1, true, 2, 1},  // mismatch: hint is the last index with term <= 1
       {3, 3, true, 3, 2},  // beyond the log: hint is our last index
   };

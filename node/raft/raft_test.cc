@@ -63,8 +63,7 @@ TEST(PreVoteTest, WinsThenRunsRealElection) {
 }
 
 TEST(PreVoteTest, LessUpToDateCandidateIsRefused) {
-  auto n = NewNode(2, {1, 2, 3}, {E(1, 1), E(2, 2)}, HardState{2, 0, 0},
-                   PreVoteAndCheckQuorum);
+  auto n = NewNode(2, {1, 2, 3}, {E(1, 1), E(2, 2)}, HardState{2, 0, 0}, PreVoteAndCheckQuorum);
   n->Drain();
   Message pv;
   pv.type = MessageType::kPreVote;
@@ -106,8 +105,7 @@ TEST(CheckQuorumTest, LeaderStaysWithQuorum) {
 TEST(CheckQuorumTest, FollowerIgnoresVotesInLease) {
   auto n = NewNode(2, {1, 2, 3}, {}, {}, PreVoteAndCheckQuorum);
   n->Drain();
-  ASSERT_TRUE(n->node->Step(
-      Heartbeat(1, 2, 1)).ok());
+  ASSERT_TRUE(n->node->Step(Heartbeat(1, 2, 1)).ok());
   n->Drain();
   ASSERT_EQ(n->raft().lead(), 1u);
   Message vote;
@@ -129,8 +127,7 @@ TEST(CheckQuorumTest, FollowerIgnoresVotesInLease) {
   EXPECT_EQ(n->raft().term(), 2u);
   // After the lease expires, votes are considered again.
   auto m = NewNode(2, {1, 2, 3}, {}, {}, PreVoteAndCheckQuorum);
-  ASSERT_TRUE(m->node->Step(
-      Heartbeat(1, 2, 1)).ok());
+  ASSERT_TRUE(m->node->Step(Heartbeat(1, 2, 1)).ok());
   for (int i = 0; i < 10; ++i) m->node->Tick();
   m->Drain();
   vote.leader_transfer = false;
@@ -281,8 +278,8 @@ TEST(SnapshotTest, SnapshotExcludingFollowerIsNotSent) {
   n->Drain();
   ASSERT_TRUE(n->storage->CreateSnapshot(2, ConfState{{1}, {}}, "old").ok());
   ASSERT_TRUE(n->storage->Compact(2).ok());
-  ASSERT_TRUE(n->node->ProposeConfChange(ConfChange{ConfChange::Type::kAddLearnerNode, 2, ""})
-                  .ok());
+  ASSERT_TRUE(
+      n->node->ProposeConfChange(ConfChange{ConfChange::Type::kAddLearnerNode, 2, ""}).ok());
   auto msgs = n->Drain();
   msgs = n->Drain();
   ASSERT_TRUE(n->raft().tracker().Get(2) != nullptr);
@@ -436,8 +433,8 @@ TEST(FlowControlTest, InflightWindowBoundsAppends) {
 TEST(FlowControlTest, RejectionHintSkipsDivergentTail) {
   // Leader: 1/1 then terms 3,3,3,5,5,5 up to index 7 (term 6 now). Follower: 1/1, 2/2 x6.
   std::vector<Entry> leader_log = {E(1, 1), E(2, 3), E(3, 3), E(4, 3), E(5, 5), E(6, 5), E(7, 5)};
-  std::vector<Entry> follower_log = {E(1, 1), E(2, 2), E(3, 2), E(4, 2), E(5, 2), E(6, 2),
-                                     E(7, 2), E(8, 2), E(9, 2)};
+  std::vector<Entry> follower_log = {E(1, 1), E(2, 2), E(3, 2), E(4, 2), E(5, 2),
+                                     E(6, 2), E(7, 2), E(8, 2), E(9, 2)};
   Network net;
   net.Add(NewNode(1, {1, 2, 3}, leader_log, HardState{5, 0, 1}));
   net.Add(NewNode(2, {1, 2, 3}, follower_log, HardState{5, 0, 1}));
@@ -455,9 +452,8 @@ TEST(FlowControlTest, RejectionHintSkipsDivergentTail) {
 }
 
 TEST(FlowControlTest, UncommittedTailIsBounded) {
-  auto n = NewNode(1, {1, 2, 3}, {}, {}, [](Config& c) {
-    c.max_uncommitted_entries_size_bytes = 10;
-  });
+  auto n =
+      NewNode(1, {1, 2, 3}, {}, {}, [](Config& c) { c.max_uncommitted_entries_size_bytes = 10; });
   ASSERT_TRUE(n->node->Campaign().ok());
   Message grant;
   grant.type = MessageType::kVoteResp;
@@ -467,9 +463,8 @@ TEST(FlowControlTest, UncommittedTailIsBounded) {
   ASSERT_TRUE(n->node->Step(grant).ok());
   EXPECT_TRUE(n->node->Propose(std::string(8, 'a')).ok());
   EXPECT_TRUE(absl::IsResourceExhausted(n->node->Propose(std::string(8, 'b'))));
-  auto lone = NewNode(1, {1, 2, 3}, {}, {}, [](Config& c) {
-    c.max_uncommitted_entries_size_bytes = 10;
-  });
+  auto lone =
+      NewNode(1, {1, 2, 3}, {}, {}, [](Config& c) { c.max_uncommitted_entries_size_bytes = 10; });
   ASSERT_TRUE(lone->node->Campaign().ok());
   ASSERT_TRUE(lone->node->Step(grant).ok());
   EXPECT_TRUE(lone->node->Propose(std::string(100, 'c')).ok())
@@ -489,8 +484,8 @@ Network ClusterWithLearner() {
 TEST(MembershipTest, AddLearnerThenPromote_6) {
   Network net = ClusterWithLearner();
   net.Campaign(1);
-  ASSERT_TRUE(net[1].node->ProposeConfChange(
-      ConfChange{ConfChange::Type::kAddLearnerNode, 4, ""}).ok());
+  ASSERT_TRUE(
+      net[1].node->ProposeConfChange(ConfChange{ConfChange::Type::kAddLearnerNode, 4, ""}).ok());
   net.Send(net[1].Drain());
   net.TickAll(3);
   EXPECT_EQ(net[1].conf, (ConfState{{1, 2, 3}, {4}}));
@@ -524,16 +519,15 @@ TEST(MembershipTest, OneChangeAtATime_6) {
   net.Campaign(1);
   net.Isolate(2);
   net.Isolate(3);  // the first change cannot commit
-  ASSERT_TRUE(net[1].node->ProposeConfChange(
-      ConfChange{ConfChange::Type::kAddLearnerNode, 4, ""}).ok());
+  ASSERT_TRUE(
+      net[1].node->ProposeConfChange(ConfChange{ConfChange::Type::kAddLearnerNode, 4, ""}).ok());
   net.Send(net[1].Drain());
   absl::Status second =
       net[1].node->ProposeConfChange(ConfChange{ConfChange::Type::kRemoveNode, 3, ""});
   EXPECT_TRUE(absl::IsFailedPrecondition(second)) << second;
   net.Recover();
   net.TickAll(3);
-  EXPECT_TRUE(net[1].node->ProposeConfChange(ConfChange{ConfChange::Type::kRemoveNode, 3, ""})
-                  .ok())
+  EXPECT_TRUE(net[1].node->ProposeConfChange(ConfChange{ConfChange::Type::kRemoveNode, 3, ""}).ok())
       << "accepted once the first is applied";
 }
 
@@ -547,15 +541,15 @@ TEST(MembershipTest, NewLeaderRefusesChangesUntilItsEntryIsApplied_6) {
       << "the leader has not committed an entry of its term";
   net.Recover();
   net.TickAll(2);
-  EXPECT_TRUE(net[1].node->ProposeConfChange(ConfChange{ConfChange::Type::kRemoveNode, 3, ""})
-                  .ok());
+  EXPECT_TRUE(
+      net[1].node->ProposeConfChange(ConfChange{ConfChange::Type::kRemoveNode, 3, ""}).ok());
 }
 
 TEST(MembershipTest, RemovedLeaderStepsDown_6) {
   Network net(3, PreVoteAndCheckQuorum);
   net.Campaign(1);
-  ASSERT_TRUE(net[1].node->ProposeConfChange(ConfChange{ConfChange::Type::kRemoveNode, 1, ""})
-                  .ok());
+  ASSERT_TRUE(
+      net[1].node->ProposeConfChange(ConfChange{ConfChange::Type::kRemoveNode, 1, ""}).ok());
   net.Send(net[1].Drain());
   net.TickAll(2);
   EXPECT_EQ(net[1].raft().role(), Role::kFollower);
@@ -573,8 +567,8 @@ TEST(MembershipTest, RemovingTheLastVoterIsRefused_6) {
   absl::Status s = n->node->ProposeConfChange(ConfChange{ConfChange::Type::kRemoveNode, 1, ""});
   EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
   EXPECT_EQ(n->node->conf_state(), (ConfState{{1}, {}}));
-  EXPECT_TRUE(absl::IsFailedPrecondition(n->node->ProposeConfChange(
-      ConfChange{ConfChange::Type::kAddLearnerNode, 1, ""})))
+  EXPECT_TRUE(absl::IsFailedPrecondition(
+      n->node->ProposeConfChange(ConfChange{ConfChange::Type::kAddLearnerNode, 1, ""})))
       << "demotion is not supported";
 }
 
@@ -626,8 +620,8 @@ TEST(MembershipTest, StaleNodesCannotWinWithAnOldMembership_6) {
     return Entry{index, term, EntryType::kConfChange,
                  EncodeConfChange(ConfChange{ConfChange::Type::kAddNode, id, ""})};
   };
-  const std::vector<Entry> stale = {cc(1, 1, 1), cc(2, 1, 2), cc(3, 1, 3), testing::E(4, 2),
-                                    cc(5, 2, 4), cc(6, 2, 5)};
+  const std::vector<Entry> stale = {cc(1, 1, 1),      cc(2, 1, 2), cc(3, 1, 3),
+                                    testing::E(4, 2), cc(5, 2, 4), cc(6, 2, 5)};
   std::vector<Entry> full = stale;
   full.push_back(testing::E(7, 2, "committed by 3, 4, 5"));
   Network net;

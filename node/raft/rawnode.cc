@@ -23,9 +23,8 @@ absl::StatusOr<std::unique_ptr<RawNode>> RawNode::Create(const Config& config,
   }
   if (config.applied != 0 &&
       (config.applied < first - 1 || config.applied > st.hard_state.commit)) {
-    return absl::InvalidArgumentError(absl::StrCat("applied ", config.applied,
-                                                   " out of range [", first - 1, ", ",
-                                                   st.hard_state.commit, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("applied ", config.applied, " out of range [",
+                                                   first - 1, ", ", st.hard_state.commit, "]"));
   }
   return std::unique_ptr<RawNode>(new RawNode(config, storage));
 }
@@ -83,8 +82,7 @@ absl::Status ValidatePeerMessage(const Message& m, uint64_t self) {
   }
   const bool forwarded = m.type == MessageType::kProp || m.type == MessageType::kReadIndex;
   if (forwarded != (m.term == 0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(MessageTypeName(m.type), " with term ", m.term));
+    return absl::InvalidArgumentError(absl::StrCat(MessageTypeName(m.type), " with term ", m.term));
   }
   switch (m.type) {
     case MessageType::kProp:
@@ -95,8 +93,8 @@ absl::Status ValidatePeerMessage(const Message& m, uint64_t self) {
       for (size_t i = 0; i < m.entries.size(); ++i) {
         const Entry& e = m.entries[i];
         if (e.index != m.index + 1 + i) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "append entry ", i, " has index ", e.index, ", want ", m.index + 1 + i));
+          return absl::InvalidArgumentError(
+              absl::StrCat("append entry ", i, " has index ", e.index, ", want ", m.index + 1 + i));
         }
         if (e.term < prev_term || e.term > m.term) {
           return absl::InvalidArgumentError(absl::StrCat("append entry ", e.index, " has term ",

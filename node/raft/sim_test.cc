@@ -77,8 +77,7 @@ TEST(RaftSimTest, RandomizedClusters) {
       "%llu committed entries, %llu crashes, %llu snapshots sent, %llu conf changes applied, "
       "%llu transfers requested, %llu reads served; slowest recovery %llu ticks\n",
       static_cast<unsigned long long>(first), static_cast<unsigned long long>(first + count - 1),
-      static_cast<unsigned long long>(count), seconds,
-      static_cast<unsigned long long>(total.ticks),
+      static_cast<unsigned long long>(count), seconds, static_cast<unsigned long long>(total.ticks),
       static_cast<unsigned long long>(total.messages_delivered),
       static_cast<unsigned long long>(total.leaders),
       static_cast<unsigned long long>(total.committed),
@@ -128,8 +127,8 @@ TEST(CheckerTest, DetectsTwoLeadersInOneTerm) {
 
 TEST(CheckerTest, DetectsLogMismatch) {
   Checker c;
-  c.OnPersistEntries(1, {Entry{1, 1, EntryType::kNormal, "a"}, Entry{2, 1, EntryType::kNormal, "b"}},
-                     0);
+  c.OnPersistEntries(
+      1, {Entry{1, 1, EntryType::kNormal, "a"}, Entry{2, 1, EntryType::kNormal, "b"}}, 0);
   c.OnPersistEntries(2, {Entry{2, 1, EntryType::kNormal, "b"}}, 1);
   EXPECT_FALSE(c.failed());
   c.OnPersistEntries(3, {Entry{2, 1, EntryType::kNormal, "x"}}, 1);
@@ -176,9 +175,10 @@ TEST(CheckerTest, DetectsVoteChangeAndRegressions) {
 TEST(CheckerTest, DetectsIncompleteLeaderAndStaleRead) {
   Checker c;
   MemoryStorage committed_storage;
-  ASSERT_TRUE(committed_storage.Append({Entry{1, 1, EntryType::kNormal, "a"},
-                                        Entry{2, 1, EntryType::kNormal, "b"}})
-                  .ok());
+  ASSERT_TRUE(
+      committed_storage
+          .Append({Entry{1, 1, EntryType::kNormal, "a"}, Entry{2, 1, EntryType::kNormal, "b"}})
+          .ok());
   RaftLog committed_log(&committed_storage, 1 << 20);
   committed_log.CommitTo(2);
   uint64_t recorded = 0;

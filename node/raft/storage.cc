@@ -65,8 +65,7 @@ uint64_t MemoryStorage::LastIndex() const { return offset() + entries_.size() - 
 absl::StatusOr<Snapshot> MemoryStorage::GetSnapshot() const { return snapshot_; }
 
 void MemoryStorage::SetInitialConfState(const ConfState& cs) {
-  RAFT_CHECK(snapshot_.empty()) << "storage already has a snapshot at "
-                                << snapshot_.metadata.index;
+  RAFT_CHECK(snapshot_.empty()) << "storage already has a snapshot at " << snapshot_.metadata.index;
   snapshot_.metadata.conf_state = cs;
 }
 
@@ -74,7 +73,8 @@ absl::Status MemoryStorage::ApplySnapshot(const Snapshot& snapshot) {
   if (snapshot.metadata.index <= snapshot_.metadata.index) return SnapshotOutOfDateError();
   snapshot_ = snapshot;
   entries_.clear();
-  entries_.push_back(Entry{snapshot.metadata.index, snapshot.metadata.term, EntryType::kNormal, ""});
+  entries_.push_back(
+      Entry{snapshot.metadata.index, snapshot.metadata.term, EntryType::kNormal, ""});
   return absl::OkStatus();
 }
 
@@ -83,8 +83,7 @@ absl::Status MemoryStorage::CreateSnapshot(uint64_t index, const ConfState& conf
   if (index <= snapshot_.metadata.index) return SnapshotOutOfDateError();
   RAFT_CHECK(index <= LastIndex())
       << "snapshot " << index << " is out of bound lastindex " << LastIndex();
-  RAFT_CHECK(index >= offset()) << "snapshot " << index << " precedes compacted index "
-                                << offset();
+  RAFT_CHECK(index >= offset()) << "snapshot " << index << " precedes compacted index " << offset();
   snapshot_.metadata.index = index;
   snapshot_.metadata.term = entries_[index - offset()].term;
   snapshot_.metadata.conf_state = conf_state;

@@ -16,7 +16,7 @@ namespace meridian::raft {
 
 struct TrackerConfig {
   MajorityConfig voters;
-  std::set<uint64_t> learners;  // disjoint from voters
+  std::set<uint64_t> learners;   // disjoint from voters
   std::string ToString() const;  // "voters=(1 2 3) learners=(4)"
   friend bool operator==(const TrackerConfig&, const TrackerConfig&) = default;
 };

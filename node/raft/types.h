@@ -96,8 +96,8 @@ struct Message {
   // the rejected kApp's index (reject). kVote/kPreVote: candidate's last index.
   // kReadIndexResp: the read index. kTransferLeader: unused (`from` is the target).
   uint64_t index = 0;
-  std::vector<Entry> entries;  // kApp, kProp
-  uint64_t commit = 0;         // kApp, kHeartbeat
+  std::vector<Entry> entries;        // kApp, kProp
+  uint64_t commit = 0;               // kApp, kHeartbeat
   std::optional<Snapshot> snapshot;  // kSnap
   bool reject = false;               // responses; kSnapStatus (failure)
   uint64_t reject_hint = 0;          // kAppResp with reject: follower's suggested probe index

@@ -147,9 +147,9 @@ void Checker::OnLeader(uint64_t node, uint64_t term, const RaftLog& log) {
     absl::StatusOr<uint64_t> t = log.Term(ct->first);
     if (!t.ok() || *t != ct->second) {
       Fail(absl::StrCat("leader completeness: node ", node, " became leader of term ", term,
-                        " without committed entry ", ct->second, "/", ct->first, " (its term there: ",
-                        t.ok() ? std::to_string(*t) : t.status().ToString(), ", last index ",
-                        log.LastIndex(), ")"));
+                        " without committed entry ", ct->second, "/", ct->first,
+                        " (its term there: ", t.ok() ? std::to_string(*t) : t.status().ToString(),
+                        ", last index ", log.LastIndex(), ")"));
       return;
     }
   }

@@ -61,7 +61,7 @@ class Checker {
   std::map<uint64_t, uint64_t> committed_term_;                   // index -> term
   uint64_t max_committed_ = 0;
   std::map<uint64_t, std::pair<uint64_t, uint64_t>> applied_;  // index -> (term, data hash)
-  std::map<uint64_t, uint64_t> state_hash_;                     // index -> state after it
+  std::map<uint64_t, uint64_t> state_hash_;                    // index -> state after it
   std::map<uint64_t, uint64_t> leader_of_term_;
   std::set<std::pair<uint64_t, uint64_t>> completeness_checked_;  // (node, term)
   std::map<std::string, uint64_t> read_floor_;

@@ -25,7 +25,8 @@ namespace {
 uint64_t g_current_seed = 0;
 uint64_t g_current_step = 0;
 void OnAbort(int) {
-  std::fprintf(stderr, "\nraft simulation aborted at seed %llu step %llu; replay with "
+  std::fprintf(stderr,
+               "\nraft simulation aborted at seed %llu step %llu; replay with "
                "MERIDIAN_RAFT_SEED=%llu (MERIDIAN_RAFT_TRACE=1 prints every event)\n",
                static_cast<unsigned long long>(g_current_seed),
                static_cast<unsigned long long>(g_current_step),
@@ -81,7 +82,9 @@ Params ParamsForSeed(Rng& rng) {
   return p;
 }
 
-std::string EncodeState(uint64_t applied, uint64_t hash) { return absl::StrCat(applied, ":", hash); }
+std::string EncodeState(uint64_t applied, uint64_t hash) {
+  return absl::StrCat(applied, ":", hash);
+}
 
 uint64_t DecodeStateHash(const std::string& data) {
   size_t colon = data.find(':');
@@ -96,8 +99,8 @@ bool Contains(const std::vector<uint64_t>& v, uint64_t id) {
 struct SimNode {
   uint64_t id = 0;
   bool started = false;
-  bool retired = false;  // removed from the cluster; stopped for good
-  MemoryStorage storage;  // what survives a crash
+  bool retired = false;           // removed from the cluster; stopped for good
+  MemoryStorage storage;          // what survives a crash
   std::unique_ptr<RawNode> node;  // null while down
   bool crash_in_next_ready = false;
   std::optional<Ready> in_progress;  // being persisted; lost if the node crashes
@@ -189,9 +192,9 @@ Config Simulation::MakeConfig(uint64_t id) {
 }
 
 void Simulation::Trace(const std::string& line) {
-  if (options_.verbose) std::fprintf(stderr, "[%llu t%llu] %s\n",
-                                     static_cast<unsigned long long>(step_),
-                                     static_cast<unsigned long long>(now_tick_), line.c_str());
+  if (options_.verbose)
+    std::fprintf(stderr, "[%llu t%llu] %s\n", static_cast<unsigned long long>(step_),
+                 static_cast<unsigned long long>(now_tick_), line.c_str());
   if (options_.trace_lines == 0) return;
   trace_.push_back(absl::StrCat("[", step_, " t", now_tick_, "] ", line));
   if (trace_.size() > options_.trace_lines) trace_.pop_front();
@@ -256,9 +259,9 @@ SimNode* Simulation::RandomUpNode() {
 void Simulation::RandomEvent() {
   uint32_t r = static_cast<uint32_t>(rng_.Uniform(1000));
   const Params& p = params_;
-  const uint32_t thresholds[] = {p.p_propose, p.p_read,      p.p_crash,   p.p_restart,
-                                 p.p_partition, p.p_heal,    p.p_conf,    p.p_transfer,
-                                 p.p_compact,  p.p_faults_change};
+  const uint32_t thresholds[] = {p.p_propose,   p.p_read,         p.p_crash, p.p_restart,
+                                 p.p_partition, p.p_heal,         p.p_conf,  p.p_transfer,
+                                 p.p_compact,   p.p_faults_change};
   size_t kind = 0;
   for (; kind < std::size(thresholds); ++kind) {
     if (r < thresholds[kind]) break;
@@ -446,8 +449,8 @@ void Simulation::Compact() {
   SimNode* n = RandomUpNode();
   if (n == nullptr) return;
   if (n->applied <= n->storage.snapshot().metadata.index) return;
-  absl::Status s = n->storage.CreateSnapshot(n->applied, n->conf,
-                                             EncodeState(n->applied, n->state_hash));
+  absl::Status s =
+      n->storage.CreateSnapshot(n->applied, n->conf, EncodeState(n->applied, n->state_hash));
   if (!s.ok()) {
     checker_.Fail(absl::StrCat("node ", n->id, " snapshot at ", n->applied, ": ", s.ToString()));
     return;
@@ -502,8 +505,8 @@ void Simulation::BeginReady(SimNode& n) {
   n.early_sent = rng_.Chance(500);
   if (n.early_sent) SendAll(n.id, rd.early_messages);
   if (n.crash_in_next_ready) {
-    Trace(absl::StrCat("node ", n.id, " crashed before persisting its ready (",
-                       rd.entries.size(), " entries)"));
+    Trace(absl::StrCat("node ", n.id, " crashed before persisting its ready (", rd.entries.size(),
+                       " entries)"));
     CrashNode(n);
   }
 }
@@ -577,8 +580,8 @@ void Simulation::FinishReady(SimNode& n) {
     if (e.type == EntryType::kConfChange) {
       // The application policy raft's README asks for: a snapshot taken after each membership
       // change, so the snapshot a new member may need includes it.
-      absl::Status s = n.storage.CreateSnapshot(n.applied, n.conf,
-                                                EncodeState(n.applied, n.state_hash));
+      absl::Status s =
+          n.storage.CreateSnapshot(n.applied, n.conf, EncodeState(n.applied, n.state_hash));
       if (!s.ok()) checker_.Fail(absl::StrCat("node ", n.id, " snapshot: ", s.ToString()));
     }
   }
@@ -630,14 +633,14 @@ void Simulation::Check() {
     }
     n->last_commit_seen = commit;
     if (r.term() < n->last_term_seen) {
-      checker_.Fail(absl::StrCat("node ", n->id, " term regressed from ", n->last_term_seen,
-                                 " to ", r.term()));
+      checker_.Fail(absl::StrCat("node ", n->id, " term regressed from ", n->last_term_seen, " to ",
+                                 r.term()));
       return;
     }
     n->last_term_seen = r.term();
     if (n->applied > commit) {
-      checker_.Fail(absl::StrCat("node ", n->id, " applied ", n->applied, " beyond commit ",
-                                 commit));
+      checker_.Fail(
+          absl::StrCat("node ", n->id, " applied ", n->applied, " beyond commit ", commit));
       return;
     }
     checker_.OnCommitted(n->id, r.log(), &n->recorded_commit);
@@ -722,12 +725,12 @@ SimResult Simulation::Run() {
     absl::Status s = n.node->Bootstrap(voters);
     if (!s.ok()) checker_.Fail(absl::StrCat("bootstrap: ", s.ToString()));
   }
-  Trace(absl::StrCat("seed ", options_.seed, ": ", params_.voters, " voters, election ",
-                     params_.election_ticks, " heartbeat ", params_.heartbeat_ticks,
-                     params_.pre_vote ? " prevote" : "", params_.check_quorum ? " checkquorum" : "",
-                     " inflight ", params_.max_inflight, " msg bytes ", params_.max_msg_bytes,
-                     " drop ", params_.faults.drop_per_mille, " dup ",
-                     params_.faults.duplicate_per_mille, " delay ", params_.faults.max_delay_ticks));
+  Trace(absl::StrCat(
+      "seed ", options_.seed, ": ", params_.voters, " voters, election ", params_.election_ticks,
+      " heartbeat ", params_.heartbeat_ticks, params_.pre_vote ? " prevote" : "",
+      params_.check_quorum ? " checkquorum" : "", " inflight ", params_.max_inflight, " msg bytes ",
+      params_.max_msg_bytes, " drop ", params_.faults.drop_per_mille, " dup ",
+      params_.faults.duplicate_per_mille, " delay ", params_.faults.max_delay_ticks));
   ProcessAllReadies(true);
   for (step_ = 0; step_ < options_.steps && !Failed(); ++step_) {
     g_current_step = step_;
@@ -745,10 +748,10 @@ SimResult Simulation::Run() {
   result.stats.leaders = checker_.leaders_seen();
   if (Failed()) {
     result.ok = false;
-    result.failure = absl::StrCat("seed ", options_.seed, " failed at step ", step_, " (tick ",
-                                  now_tick_, "): ", checker_.failure(),
-                                  "\nreplay: MERIDIAN_RAFT_SEED=", options_.seed,
-                                  " ./raft_sim_test\nrecent events:\n");
+    result.failure =
+        absl::StrCat("seed ", options_.seed, " failed at step ", step_, " (tick ", now_tick_,
+                     "): ", checker_.failure(), "\nreplay: MERIDIAN_RAFT_SEED=", options_.seed,
+                     " ./raft_sim_test\nrecent events:\n");
     for (const std::string& line : trace_) absl::StrAppend(&result.failure, "  ", line, "\n");
     absl::StrAppend(&result.failure, "cluster:\n", ClusterState());
   }

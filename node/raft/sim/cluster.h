@@ -13,9 +13,9 @@ namespace meridian::raft::sim {
 
 struct SimOptions {
   uint64_t seed = 1;
-  size_t steps = 4000;           // random events before the liveness phase
-  size_t trace_lines = 80;       // recent events kept for the failure report
-  bool verbose = false;          // print every event to stderr
+  size_t steps = 4000;      // random events before the liveness phase
+  size_t trace_lines = 80;  // recent events kept for the failure report
+  bool verbose = false;     // print every event to stderr
 };
 
 struct SimStats {

@@ -40,9 +40,7 @@ std::optional<Message> Network::PopDue(uint64_t now_tick) {
   return std::nullopt;
 }
 
-bool Network::Connected(uint64_t a, uint64_t b) const {
-  return cut_.count({a, b}) == 0;
-}
+bool Network::Connected(uint64_t a, uint64_t b) const { return cut_.count({a, b}) == 0; }
 
 void Network::Cut(uint64_t a, uint64_t b) {
   cut_.insert({a, b});

@@ -37,8 +37,8 @@ int main(int argc, char** argv) {
                ParseFlag(argc, argv, &i, "--first-seed", &first) ||
                ParseFlag(argc, argv, &i, "--steps", &steps)) {
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--seeds N] [--seconds S] [--first-seed K] [--steps M]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--seeds N] [--seconds S] [--first-seed K] [--steps M]\n",
+                   argv[0]);
       return 2;
     }
   }
