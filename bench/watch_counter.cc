@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/check.h"
+#include "common/strings.h"
 
 namespace meridian::bench {
 namespace {
@@ -17,21 +18,7 @@ void PutHex16(uint64_t value, char* out) {
   }
 }
 
-std::optional<uint64_t> ParseHex16(std::string_view text) {
-  uint64_t value = 0;
-  for (char c : text) {
-    int digit;
-    if (c >= '0' && c <= '9') {
-      digit = c - '0';
-    } else if (c >= 'a' && c <= 'f') {
-      digit = c - 'a' + 10;
-    } else {
-      return std::nullopt;
-    }
-    value = (value << 4) | static_cast<uint64_t>(digit);
-  }
-  return value;
-}
+std::optional<uint64_t> ParseHex16(std::string_view text) { return ParseLowerHex(text); }
 
 }  // namespace
 

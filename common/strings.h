@@ -6,6 +6,8 @@
 #ifndef MERIDIAN_COMMON_STRINGS_H_
 #define MERIDIAN_COMMON_STRINGS_H_
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,6 +18,24 @@ namespace meridian {
 
 inline absl::string_view AbslView(std::string_view text) {
   return absl::string_view(text.data(), text.size());
+}
+
+// Parses lower-case hexadecimal digits (no prefix, at most 16 of them); nullopt otherwise.
+inline std::optional<uint64_t> ParseLowerHex(std::string_view text) {
+  if (text.empty() || text.size() > 16) return std::nullopt;
+  uint64_t value = 0;
+  for (char c : text) {
+    int digit;
+    if (c >= '0' && c <= '9') {
+      digit = c - '0';
+    } else if (c >= 'a' && c <= 'f') {
+      digit = c - 'a' + 10;
+    } else {
+      return std::nullopt;
+    }
+    value = (value << 4) | static_cast<uint64_t>(digit);
+  }
+  return value;
 }
 
 inline bool IsAsciiSpace(char c) {

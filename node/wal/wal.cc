@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/strings.h"
 
 namespace meridian::wal {
 namespace {
@@ -36,20 +37,11 @@ std::string Hex16(uint64_t v) {
 }
 
 bool ParseHex16(std::string_view s, uint64_t* out) {
-  uint64_t v = 0;
-  for (char c : s) {
-    int digit;
-    if (c >= '0' && c <= '9') {
-      digit = c - '0';
-    } else if (c >= 'a' && c <= 'f') {
-      digit = c - 'a' + 10;
-    } else {
-      return false;
-    }
-    v = v << 4 | static_cast<uint64_t>(digit);
-  }
-  *out = v;
-  return s.size() == 16;
+  if (s.size() != 16) return false;  // segment names use exactly 16 digits per field
+  auto v = ParseLowerHex(s);
+  if (!v) return false;
+  *out = *v;
+  return true;
 }
 
 struct SegmentName {
