@@ -227,8 +227,8 @@ class Store {
   [[nodiscard]] absl::Status Defragment();
   StoreStats Stats() const;
 
-  // Writes a consistent copy of the view as an etcd-shaped bbolt snapshot is done elsewhere;
-  // this iterates the raw history for it.
+  // Calls `fn` for every history entry visible in `view`, in revision order (the snapshot
+  // writer turns them into etcd's backend layout).
   [[nodiscard]] absl::Status ForEachHistory(
       const ReadView& view,
       const std::function<absl::Status(Revision, char type, std::string_view kv)>& fn) const;

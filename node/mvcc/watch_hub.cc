@@ -14,9 +14,10 @@ constexpr char kErrEmptyWatcherRange[] = "mvcc: watcher range is empty";
 // A merged response stays below this, so one response never grows without bound.
 constexpr size_t kMaxMergedBytes = 1u << 20;
 
-size_t EventsBytes(const std::vector<mvccpb::Event>& evs) {
-  size_t n = 0;
-  for (const auto& e : evs) n += e.ByteSizeLong() + 4;
+// Encoded size of an event in a response, with or without its prev_kv.
+size_t EventBytes(const mvccpb::Event& e, bool with_prev_kv) {
+  size_t n = e.kv().ByteSizeLong() + 8;
+  if (with_prev_kv && e.has_prev_kv()) n += e.prev_kv().ByteSizeLong() + 4;
   return n;
 }
 }  // namespace
@@ -272,11 +273,8 @@ bool WatchHub::Matches(const Watcher& w, const mvccpb::Event& ev) const {
   return true;
 }
 
-bool WatchHub::Deliver(Watcher* w, std::vector<mvccpb::Event>&& events, int64_t header_rev) {
-  if (!w->prev_kv) {
-    for (auto& e : events) e.clear_prev_kv();
-  }
-  size_t bytes = EventsBytes(events);
+bool WatchHub::Deliver(Watcher* w, std::vector<mvccpb::Event>&& events, size_t bytes,
+                       int64_t header_rev) {
   WatchStream* s = w->stream.get();
   std::lock_guard<std::mutex> lock(s->mu_);
   if (!s->queue_.empty() &&
@@ -325,6 +323,12 @@ void WatchHub::Notify(const std::vector<mvccpb::Event>& events, int64_t rev) {
     if (inserted) order.push_back(w);
     it->second.push_back(i);
   };
+  // Sizes are measured once per event, not once per watcher.
+  std::vector<size_t> bytes_plain(events.size()), bytes_with_prev(events.size());
+  for (uint32_t i = 0; i < events.size(); ++i) {
+    bytes_plain[i] = EventBytes(events[i], false);
+    bytes_with_prev[i] = EventBytes(events[i], true);
+  }
   for (uint32_t i = 0; i < events.size(); ++i) {
     const auto& ev = events[i];
     auto [b, e] = synced_by_key_.equal_range(ev.kv().key());
@@ -336,8 +340,10 @@ void WatchHub::Notify(const std::vector<mvccpb::Event>& events, int64_t rev) {
     const auto& idx = per_watcher[w];
     evs.clear();
     evs.reserve(idx.size());
+    size_t bytes = 0;
     for (uint32_t i : idx) {
       const auto& src = events[i];
+      bytes += w->prev_kv ? bytes_with_prev[i] : bytes_plain[i];
       if (w->prev_kv) {
         evs.push_back(src);
       } else {
@@ -347,7 +353,7 @@ void WatchHub::Notify(const std::vector<mvccpb::Event>& events, int64_t rev) {
       }
     }
     int64_t first = evs.front().kv().mod_revision();
-    if (Deliver(w, std::move(evs), rev)) {
+    if (Deliver(w, std::move(evs), bytes, rev)) {
       w->next_rev = rev + 1;
     } else {
       // The stream is full: this watcher leaves the hot path and catches up from history.
@@ -436,7 +442,9 @@ void WatchHub::CatchupLoop() {
       for (auto& ev : r.events) {
         if (Matches(*w, ev)) evs.push_back(std::move(ev));
       }
-      if (!evs.empty() && !Deliver(w, std::move(evs), view->rev())) continue;
+      size_t bytes = 0;
+      for (const auto& ev : evs) bytes += EventBytes(ev, true);
+      if (!evs.empty() && !Deliver(w, std::move(evs), bytes, view->rev())) continue;
       w->next_rev = r.next_rev;
       if (w->next_rev > notified_rev_) {
         unsynced_.erase(w);

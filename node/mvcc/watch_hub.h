@@ -133,9 +133,10 @@ class WatchHub {
 
  private:
   void CatchupLoop();
-  // Builds the responses for `w` from `events` (already filtered to its range) and queues them;
-  // returns false if the stream had no room. Hub mutex held.
-  bool Deliver(Watcher* w, std::vector<mvccpb::Event>&& events, int64_t header_rev);
+  // Queues the responses for `w` built from `events` (already filtered to its range, with
+  // prev_kv only if it asked for it; `bytes` their encoded size); returns false if the stream
+  // had no room. Hub mutex held.
+  bool Deliver(Watcher* w, std::vector<mvccpb::Event>&& events, size_t bytes, int64_t header_rev);
   bool Matches(const Watcher& w, const mvccpb::Event& ev) const;
   void AddSyncedLocked(Watcher* w);
   void RemoveSyncedLocked(Watcher* w);

@@ -10,10 +10,6 @@
 
 namespace meridian::server {
 
-inline grpc::Status EtcdError(grpc::StatusCode code, const char* msg) {
-  return grpc::Status(code, msg);
-}
-
 #define MERIDIAN_ETCD_ERROR(name, code, msg) \
   inline grpc::Status name() { return grpc::Status(grpc::StatusCode::code, msg); }
 

@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "node/server/errors.h"
 #include "node/server/kv_apply.h"
+#include "node/server/version.h"
 #include "node/wal/wal.h"
 
 namespace meridian::server {
@@ -223,7 +224,7 @@ absl::Status EtcdServer::Init() {
   metrics_->gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.")
       .Set(static_cast<double>(config_.EffectiveQuotaBytes()));
   metrics_->gauge("etcd_server_version", "Which version is running. 1 for 'server_version' label with current version.",
-                  {{"server_version", "3.5.17"}})
+                  {{"server_version", kServerVersion}})
       .Set(1);
   metrics_->gauge_fn("etcd_mvcc_db_total_size_in_bytes",
                      "Total size of the underlying database physically allocated in bytes.",
@@ -678,8 +679,6 @@ void EtcdServer::RaiseNoSpace() {
     if (!st.ok()) nospace_raising_ = false;
   });
 }
-
-mvcc::StoreStats EtcdServer::Stats() const { return store_->Stats(); }
 
 void EtcdServer::HousekeepingLoop() {
   using namespace std::chrono;

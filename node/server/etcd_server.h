@@ -76,7 +76,6 @@ class EtcdServer {
   bool QuotaAvailable(size_t cost_bytes) const;
   // Raises the NOSPACE alarm through the log (once).
   void RaiseNoSpace();
-  mvcc::StoreStats Stats() const;
 
  private:
   struct Waiter {

@@ -14,9 +14,6 @@
 
 namespace meridian::server {
 
-// etcd: a range_end of "\0" means "every key >= key" (mkGteRange).
-inline std::string_view GteRange(const std::string& end) { return end; }
-
 // Validation done before a request is proposed (etcd's checkPutRequest and friends).
 grpc::Status CheckRange(const etcdserverpb::RangeRequest& r);
 grpc::Status CheckPut(const etcdserverpb::PutRequest& r);

@@ -447,7 +447,7 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
 
   ServerUnaryReactor* Status(CallbackServerContext* ctx, const etcdserverpb::StatusRequest*,
                              etcdserverpb::StatusResponse* resp) override {
-    auto stats = s_->Stats();
+    auto stats = s_->store()->Stats();
     resp->set_version(kServerVersion);
     resp->set_dbsize(static_cast<int64_t>(stats.db_size_bytes));
     resp->set_dbsizeinuse(static_cast<int64_t>(stats.db_size_in_use_bytes));
