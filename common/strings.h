@@ -20,8 +20,9 @@ inline absl::string_view AbslView(std::string_view text) {
   return absl::string_view(text.data(), text.size());
 }
 
-// Parses lower-case hexadecimal digits (no prefix, at most 16 of them); nullopt otherwise.
-inline std::optional<uint64_t> ParseLowerHex(std::string_view text) {
+// Parses hexadecimal digits (no prefix, at most 16 of them), lower-case only unless
+// `upper_ok`; nullopt otherwise.
+inline std::optional<uint64_t> ParseHex(std::string_view text, bool upper_ok = true) {
   if (text.empty() || text.size() > 16) return std::nullopt;
   uint64_t value = 0;
   for (char c : text) {
@@ -30,12 +31,18 @@ inline std::optional<uint64_t> ParseLowerHex(std::string_view text) {
       digit = c - '0';
     } else if (c >= 'a' && c <= 'f') {
       digit = c - 'a' + 10;
+    } else if (upper_ok && c >= 'A' && c <= 'F') {
+      digit = c - 'A' + 10;
     } else {
       return std::nullopt;
     }
     value = (value << 4) | static_cast<uint64_t>(digit);
   }
   return value;
+}
+
+inline std::optional<uint64_t> ParseLowerHex(std::string_view text) {
+  return ParseHex(text, /*upper_ok=*/false);
 }
 
 inline bool IsAsciiSpace(char c) {

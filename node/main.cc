@@ -10,11 +10,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/client_listener.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "common/url.h"
+#include "node/peer/transport.h"
 #include "node/server/config.h"
 #include "node/server/etcd_server.h"
 #include "node/server/services.h"
@@ -79,6 +81,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::unique_ptr<server::EtcdServer> etcd = std::move(*opened);
+  auto peer_server = peer::StartPeerServer(config.listen_peer_urls, etcd->transport());
+  if (!peer_server.ok()) {
+    LogJson("fatal", absl::StrCat("failed to listen for peers on ",
+                                  absl::StrJoin(config.listen_peer_urls, ","), ": ",
+                                  peer_server.status().ToString()));
+    etcd->Stop();
+    return 1;
+  }
   auto services = server::MakeServices(etcd.get());
 
   grpc::ServerBuilder builder;
@@ -105,9 +115,10 @@ int main(int argc, char** argv) {
     for (const auto& a : etcd->Alarms()) {
       reason = absl::StrCat("ALARM ", etcdserverpb::AlarmType_Name(a.alarm()));
     }
+    if (reason.empty() && etcd->leader() == 0) reason = "RAFT NO LEADER";
     r.status = reason.empty() ? 200 : 503;
-    r.body = absl::StrCat("{\"health\":\"", reason.empty() ? "true" : "false",
-                          "\",\"reason\":\"", reason, "\"}");
+    r.body = absl::StrCat("{\"health\":\"", reason.empty() ? "true" : "false", "\",\"reason\":\"",
+                          reason, "\"}");
     return r;
   };
   auto version = [&](const HttpRequest&) {
@@ -124,6 +135,19 @@ int main(int argc, char** argv) {
     return r;
   };
 
+  // Like etcd, serve clients only once this member has joined the cluster: it knows a leader
+  // and has published its name and client URLs through the log. Until then a client's
+  // connection waits (the port is not open yet) instead of getting "no leader".
+  while (!etcd->Ready()) {
+    timespec wait{0, 20 * 1000 * 1000};
+    int sig = sigtimedwait(&stop_signals, nullptr, &wait);
+    if (sig == SIGINT || sig == SIGTERM) {
+      LogJson("info", absl::StrCat("received signal ", sig, " before serving, shutting down"));
+      etcd->Stop();
+      (*peer_server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+      return 0;
+    }
+  }
   std::vector<std::unique_ptr<ClientListener>> client_listeners;
   std::vector<std::unique_ptr<HttpServer>> metrics_servers;
   for (const auto& u : client_urls) {
@@ -139,7 +163,8 @@ int main(int argc, char** argv) {
       return 1;
     }
     LogJson("info", absl::StrCat("serving client traffic insecurely; this is strongly "
-                                 "discouraged! address ", u.HostPort()));
+                                 "discouraged! address ",
+                                 u.HostPort()));
     client_listeners.push_back(std::move(l));
   }
   for (const auto& u : metrics_urls) {
@@ -156,8 +181,8 @@ int main(int argc, char** argv) {
     }
     metrics_servers.push_back(std::move(h));
   }
-  LogJson("info", absl::StrCat("ready to serve client requests; member ", etcd->self().name,
-                               " version ", server::kServerVersion));
+  LogJson("info", absl::StrCat("ready to serve client requests; member ", etcd->name(), " version ",
+                               server::kServerVersion));
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
@@ -165,6 +190,7 @@ int main(int argc, char** argv) {
   for (auto& l : client_listeners) l->Stop();
   for (auto& h : metrics_servers) h->Stop();
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-  etcd->Stop();
+  etcd->Stop();  // stops the transport first: peer streams are long-lived
+  (*peer_server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   return 0;
 }

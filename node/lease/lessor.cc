@@ -28,6 +28,15 @@ std::optional<int64_t> Lessor::Renew(int64_t id) {
   return it->second.ttl_seconds;
 }
 
+void Lessor::RenewAll() {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto now = clock_->Now();
+  for (auto& [id, l] : leases_) {
+    l.expiry = now + std::chrono::seconds(l.ttl_seconds);
+    l.revoke_retry = {};
+  }
+}
+
 std::optional<Lessor::Info> Lessor::Get(int64_t id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = leases_.find(id);

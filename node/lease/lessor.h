@@ -50,6 +50,10 @@ class Lessor {
   // already expired (a revoke is on its way).
   std::optional<int64_t> Renew(int64_t id);
 
+  // A new leader does not know when the old one last saw keepalives: like etcd's Promote, it
+  // gives every lease its full TTL again.
+  void RenewAll();
+
   struct Info {
     int64_t granted_ttl_seconds = 0;
     int64_t remaining_seconds = 0;

@@ -1,5 +1,6 @@
 #include "node/mvcc/store.h"
 
+#include <pthread.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/comparator.h>
 #include <rocksdb/db.h>
@@ -8,14 +9,14 @@
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/write_batch_with_index.h>
 
-#include <pthread.h>
-
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "node/wal/crc32c.h"
 
 namespace meridian::mvcc {
 namespace {
@@ -45,8 +46,10 @@ class IndexComparator : public rocksdb::Comparator {
 
 absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return absl::OkStatus();
-  if (s.IsCorruption()) return absl::DataLossError(absl::StrCat(std::string(what), ": ", s.ToString()));
-  if (s.IsNoSpace()) return absl::ResourceExhaustedError(absl::StrCat(std::string(what), ": ", s.ToString()));
+  if (s.IsCorruption())
+    return absl::DataLossError(absl::StrCat(std::string(what), ": ", s.ToString()));
+  if (s.IsNoSpace())
+    return absl::ResourceExhaustedError(absl::StrCat(std::string(what), ": ", s.ToString()));
   return absl::InternalError(absl::StrCat(std::string(what), ": ", s.ToString()));
 }
 
@@ -67,8 +70,7 @@ absl::StatusOr<mvccpb::KeyValue> ParseKv(std::string_view bytes) {
 // Reads that work the same on a committed snapshot (ReadView) and on an open apply batch.
 struct ReadSource {
   std::function<std::unique_ptr<rocksdb::Iterator>(rocksdb::ColumnFamilyHandle*)> new_iter;
-  std::function<rocksdb::Status(rocksdb::ColumnFamilyHandle*, const rocksdb::Slice&,
-                                std::string*)>
+  std::function<rocksdb::Status(rocksdb::ColumnFamilyHandle*, const rocksdb::Slice&, std::string*)>
       get;
 };
 
@@ -219,10 +221,10 @@ absl::StatusOr<RangeResult> ReadView::Range(std::string_view key, std::string_vi
   KeyRange range(key, end);
   if (!range.single() && !range.unbounded() && end <= key) return out;
   auto src = SnapshotSource(store_->db_, snapshot_);
-  absl::Status s = (opts.rev == 0 || opts.rev == rev_)
-                       ? RangeLatest(src, store_->kv_cf_, range, opts, &out)
-                       : RangeAt(src, store_->idx_cf_, store_->hist_cf_, range, opts.rev, opts,
-                                 &out);
+  absl::Status s =
+      (opts.rev == 0 || opts.rev == rev_)
+          ? RangeLatest(src, store_->kv_cf_, range, opts, &out)
+          : RangeAt(src, store_->idx_cf_, store_->hist_cf_, range, opts.rev, opts, &out);
   if (!s.ok()) return s;
   return out;
 }
@@ -295,9 +297,9 @@ absl::StatusOr<std::vector<LeaseRecord>> ReadView::Leases() const {
     if (it->key().size() != 8 || it->value().size() != 8) {
       return absl::DataLossError("mvcc: malformed lease record");
     }
-    out.push_back(LeaseRecord{
-        static_cast<int64_t>(GetBigEndian64(std::string_view(it->key().data(), 8))),
-        static_cast<int64_t>(GetBigEndian64(std::string_view(it->value().data(), 8)))});
+    out.push_back(
+        LeaseRecord{static_cast<int64_t>(GetBigEndian64(std::string_view(it->key().data(), 8))),
+                    static_cast<int64_t>(GetBigEndian64(std::string_view(it->value().data(), 8)))});
   }
   if (!it->status().ok()) return FromRocks(it->status(), "leases");
   return out;
@@ -567,9 +569,12 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   db_opts.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   db_opts.keep_log_file_num = 2;
 
-  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
-      {rocksdb::kDefaultColumnFamilyName, cf_opts}, {"kv", cf_opts},    {"idx", idx_opts},
-      {"hist", cf_opts},                            {"lease", cf_opts}, {"lkeys", cf_opts}};
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, cf_opts},
+                                                      {"kv", cf_opts},
+                                                      {"idx", idx_opts},
+                                                      {"hist", cf_opts},
+                                                      {"lease", cf_opts},
+                                                      {"lkeys", cf_opts}};
   auto s = rocksdb::DB::Open(db_opts, options.dir, cfs, &st->handles_, &st->db_);
   if (!s.ok()) return FromRocks(s, absl::StrCat("open store at ", options.dir));
   st->meta_cf_ = st->handles_[0];
@@ -592,7 +597,8 @@ absl::Status Store::Load() {
     auto v = GetMeta(key);
     if (!v.ok()) return v.status();
     if (!v->has_value()) return dflt;
-    if ((*v)->size() != 8) return absl::DataLossError(absl::StrCat("mvcc: bad meta ", std::string(key)));
+    if ((*v)->size() != 8)
+      return absl::DataLossError(absl::StrCat("mvcc: bad meta ", std::string(key)));
     return GetBigEndian64(**v);
   };
   auto rev = get_u64(kMetaRev, 1);  // etcd's store starts at revision 1
@@ -787,6 +793,141 @@ StoreStats Store::Stats() const {
   }
   db_->GetIntProperty(kv_cf_, "rocksdb.estimate-num-keys", &st.keys_total);
   return st;
+}
+
+namespace {
+// Store image: "MERIDIAN-STORE-IMAGE-1\n", then records [u8 cf][u32 key len][u32 value len]
+// [key][value] (lengths little-endian), then a record with cf 0xff and the CRC-32C of
+// everything before it as its 4-byte value.
+constexpr char kImageMagic[] = "MERIDIAN-STORE-IMAGE-1\n";
+constexpr uint8_t kImageEnd = 0xff;
+constexpr uint32_t kMaxImageKeyBytes = 64u << 20;
+constexpr uint32_t kMaxImageValueBytes = 1u << 30;
+
+void PutU32Le(std::string* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+uint32_t GetU32Le(const char* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+bool HasAnyPrefix(std::string_view key, const std::vector<std::string>& prefixes) {
+  for (const auto& p : prefixes) {
+    if (key.substr(0, p.size()) == p) return true;
+  }
+  return false;
+}
+}  // namespace
+
+absl::Status Store::ExportImage(const ReadView& view, const std::string& path,
+                                const std::vector<std::string>& skip_meta_prefixes) const {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  if (!out) return absl::InternalError(absl::StrCat("cannot create ", path));
+  uint32_t crc = 0;
+  std::string buf;
+  auto emit = [&](bool force) -> bool {
+    if (!force && buf.size() < (1u << 20)) return true;
+    crc = wal::Crc32cExtend(crc, buf.data(), buf.size());
+    out.write(buf.data(), static_cast<std::streamsize>(buf.size()));
+    buf.clear();
+    return static_cast<bool>(out);
+  };
+  buf.append(kImageMagic);
+  rocksdb::ReadOptions ro;
+  ro.snapshot = view.snapshot_;
+  for (size_t cf = 0; cf < handles_.size(); ++cf) {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, handles_[cf]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string_view k(it->key().data(), it->key().size());
+      if (cf == 0 && HasAnyPrefix(k, skip_meta_prefixes)) continue;
+      buf.push_back(static_cast<char>(cf));
+      PutU32Le(&buf, static_cast<uint32_t>(it->key().size()));
+      PutU32Le(&buf, static_cast<uint32_t>(it->value().size()));
+      buf.append(it->key().data(), it->key().size());
+      buf.append(it->value().data(), it->value().size());
+      if (!emit(false)) return absl::InternalError(absl::StrCat("write ", path));
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "export image");
+  }
+  if (!emit(true)) return absl::InternalError(absl::StrCat("write ", path));
+  buf.push_back(static_cast<char>(kImageEnd));
+  PutU32Le(&buf, 0);
+  PutU32Le(&buf, 4);
+  PutU32Le(&buf, crc);
+  out.write(buf.data(), static_cast<std::streamsize>(buf.size()));
+  out.flush();
+  if (!out) return absl::InternalError(absl::StrCat("write ", path));
+  return absl::OkStatus();
+}
+
+absl::Status Store::ImportImage(const std::string& path,
+                                const std::vector<std::string>& keep_meta_prefixes) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t magic_len = sizeof(kImageMagic) - 1;
+  if (data.size() < magic_len || data.compare(0, magic_len, kImageMagic) != 0) {
+    return absl::DataLossError(absl::StrCat(path, ": not a store image"));
+  }
+  // Parse and check everything before touching the store.
+  struct Rec {
+    uint8_t cf;
+    std::string_view key, value;
+  };
+  std::vector<Rec> recs;
+  size_t pos = magic_len;
+  bool ended = false;
+  while (pos + 9 <= data.size()) {
+    uint8_t cf = static_cast<uint8_t>(data[pos]);
+    uint32_t klen = GetU32Le(data.data() + pos + 1);
+    uint32_t vlen = GetU32Le(data.data() + pos + 5);
+    if (klen > kMaxImageKeyBytes || vlen > kMaxImageValueBytes ||
+        data.size() - pos - 9 < static_cast<uint64_t>(klen) + vlen) {
+      return absl::DataLossError(absl::StrCat(path, ": truncated record at offset ", pos));
+    }
+    if (cf == kImageEnd) {
+      if (vlen != 4) return absl::DataLossError(absl::StrCat(path, ": bad trailer"));
+      uint32_t want = GetU32Le(data.data() + pos + 9 + klen);
+      uint32_t got = wal::Crc32cExtend(0, data.data(), pos);
+      if (want != got) return absl::DataLossError(absl::StrCat(path, ": checksum mismatch"));
+      ended = true;
+      break;
+    }
+    if (cf >= handles_.size()) {
+      return absl::DataLossError(absl::StrCat(path, ": unknown column family ", cf));
+    }
+    recs.push_back(Rec{cf, std::string_view(data.data() + pos + 9, klen),
+                       std::string_view(data.data() + pos + 9 + klen, vlen)});
+    pos += 9 + static_cast<size_t>(klen) + vlen;
+  }
+  if (!ended) return absl::DataLossError(absl::StrCat(path, ": no trailer"));
+
+  rocksdb::WriteBatch wb;
+  for (size_t cf = 0; cf < handles_.size(); ++cf) {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[cf]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string_view k(it->key().data(), it->key().size());
+      if (cf == 0 && HasAnyPrefix(k, keep_meta_prefixes)) continue;
+      wb.Delete(handles_[cf], it->key());
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "import image");
+  }
+  for (const auto& r : recs) {
+    if (r.cf == 0 && HasAnyPrefix(r.key, keep_meta_prefixes)) continue;
+    wb.Put(handles_[r.cf], rocksdb::Slice(r.key.data(), r.key.size()),
+           rocksdb::Slice(r.value.data(), r.value.size()));
+  }
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;
+  auto s = db_->Write(wo, &wb);
+  if (!s.ok()) return FromRocks(s, "import image");
+  {
+    std::lock_guard<std::mutex> lock(compact_mu_);
+    if (auto st = Load(); !st.ok()) return st;
+  }
+  Publish();
+  return Flush();
 }
 
 absl::Status Store::ForEachHistory(

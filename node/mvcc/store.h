@@ -227,6 +227,17 @@ class Store {
   [[nodiscard]] absl::Status Defragment();
   StoreStats Stats() const;
 
+  // Writes every column family as of `view` to `path` (a framed, CRC-32C checked image), for a
+  // raft snapshot sent to a member that is too far behind. Meta keys starting with one of
+  // `skip_meta_prefixes` (the sender's own identity) are left out.
+  [[nodiscard]] absl::Status ExportImage(const ReadView& view, const std::string& path,
+                                         const std::vector<std::string>& skip_meta_prefixes) const;
+  // Replaces the whole store by the image at `path`, keeping this member's meta keys that start
+  // with one of `keep_meta_prefixes`, and makes the result durable. Crash-atomic: one RocksDB
+  // write followed by an atomic flush, so the image is held in memory once while it is written
+  // (images are bounded by the backend quota). Published views taken before keep their data.
+  [[nodiscard]] absl::Status ImportImage(const std::string& path,
+                                         const std::vector<std::string>& keep_meta_prefixes);
   // Calls `fn` for every history entry visible in `view`, in revision order (the snapshot
   // writer turns them into etcd's backend layout).
   [[nodiscard]] absl::Status ForEachHistory(

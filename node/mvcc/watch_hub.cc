@@ -232,6 +232,21 @@ void WatchHub::NotifyProgress() {
   for (Watcher* w : synced_ranges_) send(w);
 }
 
+void WatchHub::Resync(int64_t rev) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<Watcher*> synced;
+  for (auto& [k, w] : synced_by_key_) synced.push_back(w);
+  for (Watcher* w : synced_ranges_) synced.push_back(w);
+  for (Watcher* w : synced) {
+    RemoveSyncedLocked(w);
+    // A synced watcher has seen everything up to the last notified revision.
+    w->next_rev = std::max(w->next_rev, notified_rev_ + 1);
+    unsynced_.insert(w);
+  }
+  notified_rev_ = std::max(notified_rev_, rev);
+  if (!unsynced_.empty()) cv_.notify_all();
+}
+
 void WatchHub::AddSyncedLocked(Watcher* w) {
   w->synced = true;
   if (KeyRange(w->key, w->end).single()) {
@@ -290,7 +305,8 @@ bool WatchHub::Deliver(Watcher* w, std::vector<mvccpb::Event>&& events, size_t b
     auto resp = NewResponse(w->id, header_rev);
     for (auto& e : events) *resp.add_events() = std::move(e);
     s->PushLocked(std::move(resp), bytes);
-    if (!w->fragment && s->sink_ != nullptr) s->mergeable_[w->id] = s->popped_ + s->queue_.size() - 1;
+    if (!w->fragment && s->sink_ != nullptr)
+      s->mergeable_[w->id] = s->popped_ + s->queue_.size() - 1;
     return true;
   }
   // Fragments: every piece but the last says fragment=true; each holds at least one event.
@@ -298,8 +314,8 @@ bool WatchHub::Deliver(Watcher* w, std::vector<mvccpb::Event>&& events, size_t b
   while (i < events.size()) {
     auto resp = NewResponse(w->id, header_rev);
     size_t piece = 0;
-    while (i < events.size() &&
-           (resp.events_size() == 0 || piece + events[i].ByteSizeLong() <= options_.fragment_bytes)) {
+    while (i < events.size() && (resp.events_size() == 0 ||
+                                 piece + events[i].ByteSizeLong() <= options_.fragment_bytes)) {
       piece += events[i].ByteSizeLong();
       *resp.add_events() = std::move(events[i++]);
     }

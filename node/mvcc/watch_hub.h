@@ -128,6 +128,10 @@ class WatchHub {
   // published. `events` carry prev_kv where the key had one.
   void Notify(const std::vector<mvccpb::Event>& events, int64_t rev);
 
+  // The store jumped to revision `rev` without events (a raft snapshot was installed): every
+  // synced watcher catches up from history instead, so none misses what the jump skipped.
+  void Resync(int64_t rev);
+
   size_t watcher_count() const;
   size_t unsynced_count() const;
 

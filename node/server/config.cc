@@ -1,7 +1,6 @@
 #include "node/server/config.h"
 
 #include <CLI/CLI.hpp>
-
 #include <cmath>
 #include <map>
 #include <ostream>
@@ -25,16 +24,17 @@ int64_t ServerConfig::MinLeaseTtlSeconds() const {
 
 absl::StatusOr<int64_t> ParseDurationMs(const std::string& text) {
   if (text.empty()) return absl::InvalidArgumentError("empty duration");
-  static const std::map<std::string, double> kUnitMs = {
-      {"ns", 1e-6}, {"us", 1e-3}, {"µs", 1e-3}, {"ms", 1}, {"s", 1000}, {"m", 60000},
-      {"h", 3600000}};
+  static const std::map<std::string, double> kUnitMs = {{"ns", 1e-6},  {"us", 1e-3}, {"µs", 1e-3},
+                                                        {"ms", 1},     {"s", 1000},  {"m", 60000},
+                                                        {"h", 3600000}};
   double total = 0;
   size_t i = 0;
   if (text == "0") return 0;
   while (i < text.size()) {
     size_t start = i;
     while (i < text.size() && (isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
-    if (start == i) return absl::InvalidArgumentError(absl::StrCat("invalid duration \"", text, "\""));
+    if (start == i)
+      return absl::InvalidArgumentError(absl::StrCat("invalid duration \"", text, "\""));
     double n = std::stod(text.substr(start, i - start));
     size_t ustart = i;
     while (i < text.size() && !isdigit(static_cast<unsigned char>(text[i])) && text[i] != '.') ++i;
@@ -69,11 +69,11 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
   CLI::App app{"meridian-node: an etcd v3 compatible storage member"};
   app.set_help_flag("-h,--help", "print this help");
   bool version = false;
-  std::string listen_client, advertise_client, listen_peer, initial_advertise_peer,
-      listen_metrics;
+  std::string listen_client, advertise_client, listen_peer, initial_advertise_peer, listen_metrics;
   std::string quota = "0", max_request = std::to_string(c.max_request_bytes),
               max_txn_ops = std::to_string(c.max_txn_ops), snapshot_count = "100000",
-              heartbeat = "100", election = "1000", progress_interval = "10m";
+              heartbeat = "100", election = "1000", progress_interval = "10m", pre_vote = "true",
+              strict_reconfig = "true", catchup_entries = "5000";
   // Every flag also reads ETCD_<NAME> from the environment, as etcd does.
   std::map<std::string, std::string> envmap;
   for (const auto& kv : env) {
@@ -104,6 +104,9 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
       {"heartbeat-interval", &heartbeat},
       {"election-timeout", &election},
       {"experimental-watch-progress-notify-interval", &progress_interval},
+      {"pre-vote", &pre_vote},
+      {"experimental-snapshot-catchup-entries", &catchup_entries},
+      {"strict-reconfig-check", &strict_reconfig},
   };
   std::map<std::string, std::string> help = {
       {"name", "human-readable name for this member"},
@@ -128,6 +131,11 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
       {"election-timeout", "time (in milliseconds) for an election to timeout"},
       {"experimental-watch-progress-notify-interval",
        "duration of periodic watch progress notifications"},
+      {"experimental-snapshot-catchup-entries",
+       "number of entries a slow follower can catch up from after a snapshot"},
+      {"pre-vote",
+       "enable the raft Pre-Vote algorithm to prevent disruption when a member rejoins"},
+      {"strict-reconfig-check", "reject reconfiguration requests that would cause quorum loss"},
   };
   for (auto& [name, target] : flags) {
     std::string envname = "ETCD_";
@@ -142,6 +150,8 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
   for (int i = argc - 1; i >= 1; --i) {
     std::string a = argv[i];
     if (a.size() > 2 && a[0] == '-' && a[1] != '-') a = "-" + a;
+    // Boolean flags may stand alone, as Go's flag package allows.
+    if (a == "--pre-vote" || a == "--strict-reconfig-check") a += "=true";
     args.push_back(a);
   }
   try {
@@ -154,8 +164,7 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
     return absl::InvalidArgumentError(e.what());
   }
   if (version) {
-    out << "meridian-node Version: " << kServerVersion << "\nAPI version: " << kApiVersion
-        << "\n";
+    out << "meridian-node Version: " << kServerVersion << "\nAPI version: " << kApiVersion << "\n";
     parsed.exit_now = true;
     return parsed;
   }
@@ -174,8 +183,8 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
           absl::StrCat("invalid value \"", v, "\" for flag --", flag, ": not an integer"));
     }
     if (n < lo || n > hi) {
-      return absl::InvalidArgumentError(absl::StrCat("invalid value \"", v, "\" for flag --",
-                                                     flag, ": must be in [", lo, ", ", hi, "]"));
+      return absl::InvalidArgumentError(absl::StrCat("invalid value \"", v, "\" for flag --", flag,
+                                                     ": must be in [", lo, ", ", hi, "]"));
     }
     return n;
   };
@@ -185,25 +194,42 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
   auto sc = parse_int("snapshot-count", snapshot_count, 1, INT64_MAX);
   auto hb = parse_int("heartbeat-interval", heartbeat, 1, 60000);
   auto el = parse_int("election-timeout", election, 1, 600000);
-  for (auto* s : {&q, &mr, &mto, &sc, &hb, &el}) {
+  auto ce = parse_int("experimental-snapshot-catchup-entries", catchup_entries, 1, INT64_MAX);
+  for (auto* s : {&q, &mr, &mto, &sc, &hb, &el, &ce}) {
     if (!s->ok()) return s->status();
   }
   c.quota_backend_bytes = *q;
   c.max_request_bytes = static_cast<uint64_t>(*mr);
   c.max_txn_ops = static_cast<uint32_t>(*mto);
   c.snapshot_count = static_cast<uint64_t>(*sc);
+  c.snapshot_catchup_entries = static_cast<uint64_t>(*ce);
   c.heartbeat_interval_ms = static_cast<uint32_t>(*hb);
   c.election_timeout_ms = static_cast<uint32_t>(*el);
   if (c.election_timeout_ms < 5 * c.heartbeat_interval_ms) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--election-timeout[", c.election_timeout_ms,
-        "ms] should be at least as 5 times as --heartbeat-interval[", c.heartbeat_interval_ms,
-        "ms]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--election-timeout[", c.election_timeout_ms,
+                     "ms] should be at least as 5 times as --heartbeat-interval[",
+                     c.heartbeat_interval_ms, "ms]"));
   }
+  auto parse_bool = [](const std::string& flag, const std::string& v) -> absl::StatusOr<bool> {
+    if (v == "true" || v == "1" || v == "t" || v == "T" || v == "TRUE" || v == "True") return true;
+    if (v == "false" || v == "0" || v == "f" || v == "F" || v == "FALSE" || v == "False") {
+      return false;
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid boolean value \"", v, "\" for flag --", flag));
+  };
+  auto pv = parse_bool("pre-vote", pre_vote);
+  auto sr = parse_bool("strict-reconfig-check", strict_reconfig);
+  if (!pv.ok()) return pv.status();
+  if (!sr.ok()) return sr.status();
+  c.pre_vote = *pv;
+  c.strict_reconfig_check = *sr;
   auto pi = ParseDurationMs(progress_interval);
   if (!pi.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid value for --experimental-watch-progress-notify-interval: ", pi.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid value for --experimental-watch-progress-notify-interval: ",
+                     pi.status().message()));
   }
   c.watch_progress_notify_interval_ms = static_cast<uint64_t>(*pi);
   if (!listen_client.empty()) c.listen_client_urls = SplitCommas(listen_client);
@@ -227,8 +253,8 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
                                                    "\" for flag --initial-cluster-state"));
   }
   if (c.auto_compaction_mode != "periodic" && c.auto_compaction_mode != "revision") {
-    return absl::InvalidArgumentError(absl::StrCat("unknown auto-compaction-mode \"",
-                                                   c.auto_compaction_mode, "\""));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown auto-compaction-mode \"", c.auto_compaction_mode, "\""));
   }
   static const char* kLevels[] = {"debug", "info", "warn", "error", "dpanic", "panic", "fatal"};
   if (std::find(std::begin(kLevels), std::end(kLevels), c.log_level) == std::end(kLevels)) {

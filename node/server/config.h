@@ -32,6 +32,11 @@ struct ServerConfig {
   uint32_t heartbeat_interval_ms = 100;
   uint32_t election_timeout_ms = 1000;
   uint64_t watch_progress_notify_interval_ms = 10 * 60 * 1000;
+  bool pre_vote = true;
+  // Entries a leader keeps behind its latest snapshot for slow followers (etcd 3.5's
+  // --experimental-snapshot-catchup-entries).
+  uint64_t snapshot_catchup_entries = 5000;
+  bool strict_reconfig_check = true;
 
   int64_t EffectiveQuotaBytes() const;
   // Minimum lease TTL etcd derives from the election timeout: ceil(1.5 * election timeout).

@@ -35,6 +35,24 @@ MERIDIAN_ETCD_ERROR(ErrStopped, UNAVAILABLE, "etcdserver: server stopped")
 MERIDIAN_ETCD_ERROR(ErrTimeout, UNAVAILABLE, "etcdserver: request timed out")
 MERIDIAN_ETCD_ERROR(ErrNoLeader, UNAVAILABLE, "etcdserver: no leader")
 MERIDIAN_ETCD_ERROR(ErrMemberNotFound, NOT_FOUND, "etcdserver: member not found")
+MERIDIAN_ETCD_ERROR(ErrNotLeader, FAILED_PRECONDITION, "etcdserver: not leader")
+MERIDIAN_ETCD_ERROR(ErrLeaderChanged, UNAVAILABLE, "etcdserver: leader changed")
+MERIDIAN_ETCD_ERROR(ErrTimeoutLeaderTransfer, DEADLINE_EXCEEDED,
+                    "etcdserver: request timed out, leader transfer took too long")
+MERIDIAN_ETCD_ERROR(ErrBadLeaderTransferee, FAILED_PRECONDITION,
+                    "etcdserver: bad leader transferee")
+MERIDIAN_ETCD_ERROR(ErrMemberExist, FAILED_PRECONDITION, "etcdserver: member ID already exist")
+MERIDIAN_ETCD_ERROR(ErrPeerURLExist, FAILED_PRECONDITION, "etcdserver: Peer URLs already exists")
+MERIDIAN_ETCD_ERROR(ErrMemberBadURLs, INVALID_ARGUMENT, "etcdserver: given member URLs are invalid")
+MERIDIAN_ETCD_ERROR(ErrMemberNotLearner, FAILED_PRECONDITION,
+                    "etcdserver: can only promote a learner member")
+MERIDIAN_ETCD_ERROR(ErrLearnerNotReady, FAILED_PRECONDITION,
+                    "etcdserver: can only promote a learner member which is in sync with leader")
+MERIDIAN_ETCD_ERROR(ErrTooManyLearners, FAILED_PRECONDITION,
+                    "etcdserver: too many learner members in cluster")
+MERIDIAN_ETCD_ERROR(ErrUnhealthy, UNAVAILABLE, "etcdserver: unhealthy cluster")
+MERIDIAN_ETCD_ERROR(ErrNotSupportedForLearner, UNAVAILABLE,
+                    "etcdserver: rpc not supported for learner")
 MERIDIAN_ETCD_ERROR(ErrNotCapable, UNAVAILABLE, "etcdserver: not capable")
 
 #undef MERIDIAN_ETCD_ERROR

@@ -1,25 +1,33 @@
-// One storage member: the log (propose -> durable WAL with group commit -> apply), the MVCC
-// store, watches, leases and alarms. The gRPC services (services.cc) sit on top of this.
+// One storage member: raft (node/raft) over the WAL and the peer transport, the MVCC store,
+// watches, leases, alarms and the membership. The gRPC services (services.cc) sit on top.
 //
-// Threads: gRPC threads call Propose and read views; the log thread batches proposals into one
-// WAL append + fdatasync; the apply thread applies committed entries in order, publishes a new
-// read view, notifies watchers, then completes the proposals' callbacks; a housekeeping thread
-// expires leases, compacts automatically and samples metrics. Raft (a later issue) replaces the
-// log thread; the apply side stays as it is.
+// Threads:
+// - gRPC threads call Propose / ReadIndex / the membership calls and read published views;
+// - the raft thread owns the RawNode, its MemoryStorage and the WAL: it ticks, steps peer
+//   messages, turns proposals into log entries and carries out each Ready (WAL append + one
+//   fdatasync for the whole Ready = group commit, send, hand committed entries to apply);
+// - the apply thread applies committed entries in batches, publishes a new read view, notifies
+//   watchers, completes reads whose read index it reached, and queues the proposers' answers;
+// - the completion thread finishes gRPC calls (writing to sockets must not hold up applying);
+// - the housekeeping thread expires leases (leader only), compacts automatically, times out
+//   requests and samples metrics;
+// - a snapshot thread writes store images for followers that need a snapshot.
 #pragma once
+
+#include <grpcpp/support/status.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
-
-#include <grpcpp/support/status.h>
 
 #include "absl/status/statusor.h"
 #include "common/metrics.h"
@@ -28,10 +36,18 @@
 #include "node/lease/lessor.h"
 #include "node/mvcc/store.h"
 #include "node/mvcc/watch_hub.h"
+#include "node/raft/rawnode.h"
 #include "node/server/config.h"
+#include "node/server/lease_forwarder.h"
 
 namespace meridian::wal {
 class Wal;
+}
+namespace meridian::peer {
+class PeerTransport;
+}
+namespace grpc {
+class Service;
 }
 
 namespace meridian::server {
@@ -41,21 +57,45 @@ struct Member {
   std::string name;
   std::vector<std::string> peer_urls;
   std::vector<std::string> client_urls;
+  bool is_learner = false;
 };
+
+// etcd's member id: SHA-1 of the sorted peer URLs and the cluster token (plus, for members added
+// at runtime, the time).
+uint64_t ComputeMemberId(std::vector<std::string> peer_urls, const std::string& salt);
+// etcd's cluster id: SHA-1 of the sorted member ids, big-endian.
+uint64_t ComputeClusterId(std::vector<uint64_t> ids);
 
 class EtcdServer {
  public:
   using Done = std::function<void(grpc::Status)>;
 
-  [[nodiscard]] static absl::StatusOr<std::unique_ptr<EtcdServer>> Open(
-      const ServerConfig& config, const lease::Clock* clock, metrics::Registry* metrics);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<EtcdServer>> Open(const ServerConfig& config,
+                                                                        const lease::Clock* clock,
+                                                                        metrics::Registry* metrics);
   ~EtcdServer();
-  // Stops accepting proposals, fails the waiting ones, and stops all threads.
+  // Stops accepting work, fails the waiting requests, and stops all threads.
   void Stop();
 
+  // The raft peer transport; its service is served on --listen-peer-urls.
+  peer::PeerTransport* transport() const { return transport_.get(); }
+
   // Validated request -> log. `response` (owned by the caller until `done` runs) is filled by
-  // the apply step; `done` runs exactly once, on the apply thread or on failure.
+  // the apply step; `done` runs exactly once.
   void Propose(meridianpb::InternalRequest request, google::protobuf::Message* response, Done done);
+  // Linearizable read barrier: `done` runs (OK) once this member applied everything committed
+  // when the read arrived, confirmed by a quorum (raft ReadIndex); or with etcd's no-leader /
+  // timeout / learner errors.
+  void ReadIndex(Done done);
+
+  // Membership (the Cluster service). `done` runs once the change is applied here.
+  void AddMember(std::vector<std::string> peer_urls, bool is_learner,
+                 etcdserverpb::MemberAddResponse* resp, Done done);
+  void RemoveMember(uint64_t id, etcdserverpb::MemberRemoveResponse* resp, Done done);
+  void UpdateMember(uint64_t id, std::vector<std::string> peer_urls,
+                    etcdserverpb::MemberUpdateResponse* resp, Done done);
+  void PromoteMember(uint64_t id, etcdserverpb::MemberPromoteResponse* resp, Done done);
+  void MoveLeader(uint64_t target, Done done);
 
   std::shared_ptr<const mvcc::ReadView> View() const { return store_->View(); }
   void FillHeader(etcdserverpb::ResponseHeader* header, int64_t rev) const;
@@ -63,12 +103,21 @@ class EtcdServer {
   mvcc::Store* store() const { return store_.get(); }
   mvcc::WatchHub* watch_hub() const { return watch_hub_.get(); }
   lease::Lessor* lessor() const { return lessor_.get(); }
+  LeaseForwarder* lease_forwarder() const { return lease_forwarder_.get(); }
   const ServerConfig& config() const { return config_; }
-  const Member& self() const { return self_; }
-  uint64_t cluster_id() const { return cluster_id_; }
-  uint64_t raft_term() const { return 1; }
+  uint64_t id() const { return self_id_; }
+  const std::string& name() const { return config_.name; }
+  uint64_t cluster_id() const { return cluster_id_.load(); }
+  uint64_t raft_term() const { return term_.load(); }
+  uint64_t leader() const { return leader_.load(); }
+  bool is_leader() const { return leader_.load() == self_id_; }
+  bool is_learner() const;
+  // Joined: a leader is known and this member's name and client URLs are in the membership.
+  bool Ready() const;
   uint64_t committed_index() const { return committed_index_.load(); }
   uint64_t applied_index() const { return store_->consistent_index(); }
+  std::vector<Member> Members() const;
+  std::optional<Member> FindMember(uint64_t id) const;
   uint64_t NextRequestId();
   std::vector<etcdserverpb::AlarmMember> Alarms() const;
   bool NoSpaceAlarmed() const;
@@ -83,61 +132,128 @@ class EtcdServer {
     meridianpb::InternalRequest request;
     google::protobuf::Message* response = nullptr;
     Done done;
+    std::chrono::steady_clock::time_point deadline;
   };
-  struct LogEntry {
-    uint64_t index = 0;
-    uint64_t id = 0;  // proposal id; 0 when unknown (replay)
-    std::string data;  // serialized meridianpb::InternalRequest
+  struct ReadWaiter {
+    Done done;
+    std::chrono::steady_clock::time_point deadline;
   };
-  struct LogBatch {
-    std::vector<LogEntry> entries;
+  // A committed entry on its way to the apply thread.
+  struct ApplyEntry {
+    raft::Entry entry;
+    // Conf change entries: the membership after it (as raft computed it), or why it was void.
+    std::optional<raft::ConfState> conf_state;
+  };
+  struct ConfWaiter {
+    google::protobuf::Message* response = nullptr;
+    Done done;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  struct PendingConfChange {
+    raft::ConfChange cc;
+    uint64_t request_id;
   };
 
   EtcdServer(const ServerConfig& config, const lease::Clock* clock, metrics::Registry* metrics);
   [[nodiscard]] absl::Status Init();
-  [[nodiscard]] absl::Status Recover(std::vector<LogEntry> entries);
-  void LogLoop();
+  [[nodiscard]] absl::Status InitIdentity(const std::vector<Member>& initial, bool* bootstrap_new);
+  [[nodiscard]] absl::Status LoadMembership();
+  void SyncPeers();
+
+  void RaftLoop();
+  void HandleReady(raft::Ready rd);
+  void SendMessages(std::vector<raft::Message> msgs);
+  [[nodiscard]] absl::Status InstallSnapshot(const raft::Snapshot& snap);
+  void MaybeCompactRaftLog(uint64_t index);
+  void SnapshotLoop();
+
   void ApplyLoop();
   void HousekeepingLoop();
+  void ExpireRequests(std::chrono::steady_clock::time_point now);
+  void CheckStillMember();
   void CompletionLoop();
-  // Applies one committed entry into `batch`; `response` may be null (replay). Returns the
-  // status to give the proposer.
-  grpc::Status ApplyEntry(mvcc::ApplyBatch* batch, const meridianpb::InternalRequest& req,
-                          google::protobuf::Message* response,
-                          std::vector<std::function<void()>>* after_commit);
-  [[nodiscard]] absl::Status ApplyAndCommit(const std::vector<LogEntry>& entries, bool replay);
+  // Applies one committed normal entry into `batch`; `response` may be null. Returns the status
+  // to give the proposer.
+  grpc::Status ApplyRequest(mvcc::ApplyBatch* batch, const meridianpb::InternalRequest& req,
+                            google::protobuf::Message* response,
+                            std::vector<std::function<void()>>* after_commit);
+  void ApplyConfEntry(mvcc::ApplyBatch* batch, const ApplyEntry& e,
+                      std::vector<std::pair<Done, grpc::Status>>* completions);
+  [[nodiscard]] absl::Status ApplyEntries(std::vector<ApplyEntry> entries);
+  void CompleteReads(uint64_t applied);
   void FailAll(const grpc::Status& status);
+  void Complete(std::vector<std::pair<Done, grpc::Status>> completions);
+  void FillMembers(google::protobuf::RepeatedPtrField<etcdserverpb::Member>* out) const;
+  void ProposeConfChange(raft::ConfChange cc, etcdserverpb::Member member,
+                         google::protobuf::Message* response, Done done);
+  std::chrono::steady_clock::time_point RequestDeadline() const;
 
   ServerConfig config_;
   const lease::Clock* clock_;
   metrics::Registry* metrics_;
-  Member self_;
-  uint64_t cluster_id_ = 0;
+  uint64_t self_id_ = 0;
+  std::atomic<uint64_t> cluster_id_{0};
 
   std::unique_ptr<mvcc::Store> store_;
   std::unique_ptr<mvcc::WatchHub> watch_hub_;
   std::unique_ptr<lease::Lessor> lessor_;
   std::unique_ptr<wal::Wal> wal_;
+  std::unique_ptr<peer::PeerTransport> transport_;
+  std::unique_ptr<LeaseForwarder> lease_forwarder_;
 
-  // Proposals waiting for the log thread.
-  std::mutex propose_mu_;
-  std::condition_variable propose_cv_;
+  // Raft thread only.
+  raft::MemoryStorage raft_storage_;
+  std::unique_ptr<raft::RawNode> node_;
+  uint64_t last_handed_index_ = 0;                      // last index given to the apply thread
+  std::map<uint64_t, raft::ConfState> conf_at_;         // membership after each recent conf change
+  raft::ConfState base_conf_;                           // membership before conf_at_'s first entry
+  std::map<uint64_t, std::string> received_snapshots_;  // snapshot index -> image file
+  uint64_t read_seq_ = 0;
+  std::map<std::string, std::vector<ReadWaiter>> reads_in_flight_;  // read ctx -> waiters
+
+  // Inputs of the raft thread.
+  std::mutex raft_mu_;
+  std::condition_variable raft_cv_;
   std::deque<std::pair<uint64_t, std::string>> pending_;  // request id, serialized request
-  std::unordered_map<uint64_t, Waiter> waiters_;          // guarded by propose_mu_
+  std::deque<raft::Message> inbox_;
+  std::vector<std::pair<raft::Message, std::string>> snapshot_inbox_;
+  std::vector<uint64_t> unreachable_;
+  std::vector<std::pair<uint64_t, bool>> snapshot_status_;
+  std::vector<ReadWaiter> new_reads_;
+  std::vector<PendingConfChange> new_conf_changes_;
+  std::vector<uint64_t> transfer_requests_;
+  uint64_t store_flushed_index_ = 0;  // set by apply, consumed by raft (raft_mu_)
   bool stopping_ = false;
-  size_t max_pending_ = 100000;
+  static constexpr size_t kMaxPending = 100000;
+  static constexpr size_t kMaxInbox = 20000;
+
+  // Waiters, guarded by waiters_mu_.
+  std::mutex waiters_mu_;
+  std::unordered_map<uint64_t, Waiter> waiters_;
+  std::unordered_map<uint64_t, ConfWaiter> conf_waiters_;
+  std::multimap<uint64_t, ReadWaiter> reads_by_index_;  // read index -> waiters
 
   // Committed entries waiting for the apply thread.
   std::mutex apply_mu_;
   std::condition_variable apply_cv_;
-  std::deque<LogBatch> committed_;
+  std::deque<std::vector<ApplyEntry>> committed_;
   size_t committed_entries_ = 0;
   size_t max_committed_entries_ = 50000;
-
-  std::atomic<uint64_t> committed_index_{0};
-  std::atomic<uint64_t> release_wal_before_{0};
-  uint64_t last_index_ = 0;  // log thread only
+  bool apply_busy_ = false;
   uint64_t entries_since_flush_ = 0;  // apply thread only
+
+  // Published raft status.
+  std::atomic<uint64_t> term_{0};
+  std::atomic<uint64_t> leader_{0};
+  std::atomic<uint64_t> committed_index_{0};
+  std::atomic<uint64_t> read_index_seen_{0};
+
+  // Membership, guarded by members_mu_.
+  mutable std::mutex members_mu_;
+  std::map<uint64_t, Member> members_;
+  bool removed_ = false;
+  std::mutex peers_mu_;  // guards peer_urls_: what the transport was told
+  std::map<uint64_t, std::vector<std::string>> peer_urls_;
 
   std::atomic<uint64_t> id_counter_{0};
   uint64_t id_prefix_ = 0;
@@ -148,18 +264,25 @@ class EtcdServer {
   std::atomic<bool> nospace_raising_{false};
   std::atomic<uint64_t> db_size_bytes_{0};
 
-  // Answers to proposers, handed off by the apply thread: finishing a gRPC call writes to the
-  // socket, which must not hold up applying the next batch.
+  // Answers to proposers, handed off by the apply thread.
   std::mutex completion_mu_;
   std::condition_variable completion_cv_;
   std::deque<std::vector<std::pair<Done, grpc::Status>>> completion_queue_;
   bool completion_stop_ = false;
   std::thread completion_thread_;
 
+  // Store images to send to followers (raft thread -> snapshot thread).
+  std::mutex snap_mu_;
+  std::condition_variable snap_cv_;
+  std::deque<raft::Message> snapshots_to_send_;
+  std::map<uint64_t, std::string> sent_images_;  // peer -> image file being sent
+  bool snap_stop_ = false;
+  std::thread snapshot_thread_;
+
   std::mutex housekeeping_mu_;
   std::condition_variable housekeeping_cv_;
 
-  std::thread log_thread_;
+  std::thread raft_thread_;
   std::thread apply_thread_;
   std::thread housekeeping_thread_;
 
@@ -170,6 +293,9 @@ class EtcdServer {
   metrics::Counter* proposals_applied_;
   metrics::Counter* proposals_failed_;
   metrics::Gauge* proposals_pending_;
+  metrics::Gauge* has_leader_;
+  metrics::Gauge* is_leader_;
+  metrics::Counter* leader_changes_;
 };
 
 }  // namespace meridian::server

@@ -47,12 +47,26 @@ class KvService final : public etcdserverpb::KV::CallbackService {
                             etcdserverpb::RangeResponse* resp) override {
     auto st = CheckRange(*req);
     if (!st.ok()) return FinishNow(ctx, st);
-    // A single member's published view holds every acknowledged write, so serializable and
-    // linearizable reads are both answered from it.
-    auto view = s_->View();
-    st = DoRange(*view, *req, resp);
-    if (st.ok()) s_->FillHeader(resp->mutable_header(), resp->header().revision());
-    return FinishNow(ctx, st);
+    if (req->serializable()) {
+      // Member-local: whatever this member has applied.
+      auto view = s_->View();
+      st = DoRange(*view, *req, resp);
+      if (st.ok()) s_->FillHeader(resp->mutable_header(), resp->header().revision());
+      return FinishNow(ctx, st);
+    }
+    // Linearizable: wait until this member applied everything committed when the read arrived
+    // (raft ReadIndex, confirmed by a quorum), then read.
+    auto* reactor = ctx->DefaultReactor();
+    EtcdServer* s = s_;
+    s_->ReadIndex([s, req, resp, reactor](grpc::Status st) {
+      if (st.ok()) {
+        auto view = s->View();
+        st = DoRange(*view, *req, resp);
+        if (st.ok()) s->FillHeader(resp->mutable_header(), resp->header().revision());
+      }
+      reactor->Finish(st);
+    });
+    return reactor;
   }
 
   ServerUnaryReactor* Put(CallbackServerContext* ctx, const etcdserverpb::PutRequest* req,
@@ -189,8 +203,9 @@ class WatchService final : public etcdserverpb::Watch::CallbackService {
 
 // ------------------------------------------------------------------------------------------
 
-class KeepAliveReactor final : public grpc::ServerBidiReactor<etcdserverpb::LeaseKeepAliveRequest,
-                                                               etcdserverpb::LeaseKeepAliveResponse> {
+class KeepAliveReactor final
+    : public grpc::ServerBidiReactor<etcdserverpb::LeaseKeepAliveRequest,
+                                     etcdserverpb::LeaseKeepAliveResponse> {
  public:
   explicit KeepAliveReactor(EtcdServer* s) : s_(s) { StartRead(&req_); }
 
@@ -202,6 +217,29 @@ class KeepAliveReactor final : public grpc::ServerBidiReactor<etcdserverpb::Leas
       return;
     }
     etcdserverpb::LeaseKeepAliveResponse resp;
+    if (!s_->is_leader() && s_->leader() != 0) {
+      // Only the leader's lessor counts (it expires leases): renew there.
+      int64_t id = req_.id();
+      s_->lease_forwarder()->Renew(id, [this, id](int64_t ttl) {
+        etcdserverpb::LeaseKeepAliveResponse r;
+        r.set_id(id);
+        r.set_ttl(ttl);
+        s_->lessor()->Renew(id);
+        s_->FillHeader(r.mutable_header(), s_->store()->rev());
+        std::lock_guard<std::mutex> lock(mu_);
+        if (queue_.size() >= kMaxQueued) queue_.pop_front();
+        queue_.push_back(std::move(r));
+        if (!writing_ && !finished_) WriteNextLocked();
+        --forwarding_;
+        MaybeFinishLocked();
+      });
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++forwarding_;
+      }
+      StartRead(&req_);
+      return;
+    }
     auto ttl = s_->lessor()->Renew(req_.id());
     resp.set_id(req_.id());
     resp.set_ttl(ttl.value_or(0));  // etcd answers TTL 0 for a lease it doesn't have
@@ -237,7 +275,7 @@ class KeepAliveReactor final : public grpc::ServerBidiReactor<etcdserverpb::Leas
     StartWrite(&in_flight_);
   }
   void MaybeFinishLocked() {
-    if (closed_ && !writing_ && !finished_) {
+    if (closed_ && !writing_ && !finished_ && forwarding_ == 0) {
       finished_ = true;
       Finish(grpc::Status::OK);
     }
@@ -251,6 +289,7 @@ class KeepAliveReactor final : public grpc::ServerBidiReactor<etcdserverpb::Leas
   bool writing_ = false;
   bool closed_ = false;
   bool finished_ = false;
+  int forwarding_ = 0;  // renewals sent to the leader, not yet answered
 };
 
 class LeaseService final : public etcdserverpb::Lease::CallbackService {
@@ -323,23 +362,56 @@ class LeaseService final : public etcdserverpb::Lease::CallbackService {
 
 // ------------------------------------------------------------------------------------------
 
-void FillMember(const Member& m, etcdserverpb::Member* out) {
-  out->set_id(m.id);
-  out->set_name(m.name);
-  for (const auto& u : m.peer_urls) out->add_peerurls(u);
-  for (const auto& u : m.client_urls) out->add_clienturls(u);
-  out->set_islearner(false);
-}
-
 class ClusterService final : public etcdserverpb::Cluster::CallbackService {
  public:
   explicit ClusterService(EtcdServer* s) : s_(s) {}
-  ServerUnaryReactor* MemberList(CallbackServerContext* ctx,
-                                 const etcdserverpb::MemberListRequest*,
+
+  ServerUnaryReactor* MemberList(CallbackServerContext* ctx, const etcdserverpb::MemberListRequest*,
                                  etcdserverpb::MemberListResponse* resp) override {
-    FillMember(s_->self(), resp->add_members());
+    for (const auto& m : s_->Members()) {
+      auto* out = resp->add_members();
+      out->set_id(m.id);
+      out->set_name(m.name);
+      for (const auto& u : m.peer_urls) out->add_peerurls(u);
+      for (const auto& u : m.client_urls) out->add_clienturls(u);
+      out->set_islearner(m.is_learner);
+    }
     s_->FillHeader(resp->mutable_header(), 0);  // etcd's member list header has no revision
     return FinishNow(ctx, grpc::Status::OK);
+  }
+
+  ServerUnaryReactor* MemberAdd(CallbackServerContext* ctx,
+                                const etcdserverpb::MemberAddRequest* req,
+                                etcdserverpb::MemberAddResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    s_->AddMember({req->peerurls().begin(), req->peerurls().end()}, req->islearner(), resp,
+                  [reactor](grpc::Status st) { reactor->Finish(st); });
+    return reactor;
+  }
+
+  ServerUnaryReactor* MemberRemove(CallbackServerContext* ctx,
+                                   const etcdserverpb::MemberRemoveRequest* req,
+                                   etcdserverpb::MemberRemoveResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    s_->RemoveMember(req->id(), resp, [reactor](grpc::Status st) { reactor->Finish(st); });
+    return reactor;
+  }
+
+  ServerUnaryReactor* MemberUpdate(CallbackServerContext* ctx,
+                                   const etcdserverpb::MemberUpdateRequest* req,
+                                   etcdserverpb::MemberUpdateResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    s_->UpdateMember(req->id(), {req->peerurls().begin(), req->peerurls().end()}, resp,
+                     [reactor](grpc::Status st) { reactor->Finish(st); });
+    return reactor;
+  }
+
+  ServerUnaryReactor* MemberPromote(CallbackServerContext* ctx,
+                                    const etcdserverpb::MemberPromoteRequest* req,
+                                    etcdserverpb::MemberPromoteResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    s_->PromoteMember(req->id(), resp, [reactor](grpc::Status st) { reactor->Finish(st); });
+    return reactor;
   }
 
  private:
@@ -451,21 +523,21 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
     resp->set_version(kServerVersion);
     resp->set_dbsize(static_cast<int64_t>(stats.db_size_bytes));
     resp->set_dbsizeinuse(static_cast<int64_t>(stats.db_size_in_use_bytes));
-    resp->set_leader(s_->self().id);
+    resp->set_leader(s_->leader());
     resp->set_raftindex(s_->committed_index());
     resp->set_raftterm(s_->raft_term());
     resp->set_raftappliedindex(s_->applied_index());
-    resp->set_islearner(false);
+    resp->set_islearner(s_->is_learner());
     for (const auto& a : s_->Alarms()) {
-      resp->add_errors(absl::StrCat("memberID:", a.memberid(), " alarm:",
-                                    etcdserverpb::AlarmType_Name(a.alarm()), " "));  // etcd prints the proto text form, trailing space included
+      resp->add_errors(absl::StrCat(
+          "memberID:", a.memberid(), " alarm:", etcdserverpb::AlarmType_Name(a.alarm()),
+          " "));  // etcd prints the proto text form, trailing space included
     }
     s_->FillHeader(resp->mutable_header(), s_->store()->rev());
     return FinishNow(ctx, grpc::Status::OK);
   }
 
-  ServerUnaryReactor* Defragment(CallbackServerContext* ctx,
-                                 const etcdserverpb::DefragmentRequest*,
+  ServerUnaryReactor* Defragment(CallbackServerContext* ctx, const etcdserverpb::DefragmentRequest*,
                                  etcdserverpb::DefragmentResponse* resp) override {
     auto* reactor = ctx->DefaultReactor();
     // Rewriting every file takes a while: do it off the gRPC threads, one at a time. Requests
@@ -505,8 +577,8 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
 
   grpc::ServerWriteReactor<etcdserverpb::SnapshotResponse>* Snapshot(
       CallbackServerContext* ctx, const etcdserverpb::SnapshotRequest*) override {
-    std::string path = absl::StrCat(s_->config().data_dir, "/member/snapshot-",
-                                    s_->NextRequestId(), ".db.tmp");
+    std::string path =
+        absl::StrCat(s_->config().data_dir, "/member/snapshot-", s_->NextRequestId(), ".db.tmp");
     return new SnapshotReactor(s_, path);
   }
 
@@ -514,9 +586,9 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
                                  const etcdserverpb::MoveLeaderRequest* req,
                                  etcdserverpb::MoveLeaderResponse* resp) override {
     s_->FillHeader(resp->mutable_header(), s_->store()->rev());
-    if (req->targetid() == s_->self().id) return FinishNow(ctx, grpc::Status::OK);
-    return FinishNow(ctx, grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                       "etcdserver: bad leader transferee"));
+    auto* reactor = ctx->DefaultReactor();
+    s_->MoveLeader(req->targetid(), [reactor](grpc::Status st) { reactor->Finish(st); });
+    return reactor;
   }
 
  private:

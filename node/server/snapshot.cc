@@ -1,5 +1,7 @@
 #include "node/server/snapshot.h"
 
+#include <map>
+
 #include <nlohmann/json.hpp>
 
 #include "leasepb/lease.pb.h"
@@ -76,10 +78,17 @@ absl::Status WriteEtcdSnapshot(const EtcdServer& server, const mvcc::ReadView& v
   }
 
   if (auto st = w.BeginBucket("members"); !st.ok()) return st;
-  const Member& m = server.self();
-  nlohmann::json member = {{"id", m.id}, {"peerURLs", m.peer_urls}, {"name", m.name},
-                           {"clientURLs", m.client_urls}};
-  if (auto st = w.Put(HexId(m.id), member.dump()); !st.ok()) return st;
+  // bbolt buckets are sorted by key: members in id (hex) order.
+  std::map<std::string, std::string> members;
+  for (const Member& m : server.Members()) {
+    nlohmann::json member = {{"id", m.id}, {"peerURLs", m.peer_urls}, {"name", m.name},
+                             {"clientURLs", m.client_urls}};
+    if (m.is_learner) member["isLearner"] = true;
+    members[HexId(m.id)] = member.dump();
+  }
+  for (const auto& [k, v] : members) {
+    if (auto st = w.Put(k, v); !st.ok()) return st;
+  }
   if (auto st = w.BeginBucket("members_removed"); !st.ok()) return st;
 
   if (auto st = w.BeginBucket("meta"); !st.ok()) return st;

@@ -83,29 +83,6 @@ std::string ReadWholeFd(int fd) {
   return out;
 }
 
-std::string ReadFileTail(const std::string& path, size_t max_bytes) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::StrCat("<cannot open ", path, ": ", std::strerror(errno), ">");
-  struct stat st {};
-  std::string out;
-  if (fstat(fd, &st) == 0) {
-    off_t size = st.st_size;
-    off_t start = size > static_cast<off_t>(max_bytes) ? size - static_cast<off_t>(max_bytes) : 0;
-    out.resize(static_cast<size_t>(size - start));
-    size_t got = 0;
-    while (got < out.size()) {
-      ssize_t n = pread(fd, out.data() + got, out.size() - got, start + static_cast<off_t>(got));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      got += static_cast<size_t>(n);
-    }
-    out.resize(got);
-    if (start > 0) out = absl::StrCat("<... ", start, " earlier bytes omitted ...>\n", out);
-  }
-  close(fd);
-  return out;
-}
-
 // fork+exec with stdio redirected to the given fds. The child gets its own process group (so a
 // timeout can kill everything it spawned) and PR_SET_PDEATHSIG=SIGKILL (so it dies with us even
 // if we crash). Only async-signal-safe calls happen between fork and exec; everything is prepared
@@ -174,6 +151,31 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& argv, int stdin_fd, 
   return pid;
 }
 
+}  // namespace
+
+std::string ReadFileTail(const std::string& path, size_t max_bytes) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::StrCat("<cannot open ", path, ": ", std::strerror(errno), ">");
+  struct stat st {};
+  std::string out;
+  if (fstat(fd, &st) == 0) {
+    off_t size = st.st_size;
+    off_t start = size > static_cast<off_t>(max_bytes) ? size - static_cast<off_t>(max_bytes) : 0;
+    out.resize(static_cast<size_t>(size - start));
+    size_t got = 0;
+    while (got < out.size()) {
+      ssize_t n = pread(fd, out.data() + got, out.size() - got, start + static_cast<off_t>(got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    out.resize(got);
+    if (start > 0) out = absl::StrCat("<... ", start, " earlier bytes omitted ...>\n", out);
+  }
+  close(fd);
+  return out;
+}
+
 // Non-blocking check whether `pid` exited. If it did, the whole process group is SIGKILLed
 // *before* reaping (the zombie leader keeps the group id reserved), then the child is reaped.
 bool TryReap(pid_t pid, int* exit_code) {
@@ -217,6 +219,25 @@ void KillGroupAndReap(pid_t pid) {
   }
 }
 
+absl::StatusOr<pid_t> SpawnWithLog(const std::vector<std::string>& argv,
+                                   const std::string& log_path) {
+  int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) {
+    return absl::InternalError(absl::StrCat("open ", log_path, ": ", std::strerror(errno)));
+  }
+  std::string banner = absl::StrCat("==== e2e harness: starting ", absl::StrJoin(argv, " "), "\n");
+  (void)!write(log_fd, banner.data(), banner.size());
+  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (null_fd < 0) {
+    close(log_fd);
+    return absl::InternalError(absl::StrCat("open /dev/null: ", std::strerror(errno)));
+  }
+  absl::StatusOr<pid_t> pid = Spawn(argv, null_fd, log_fd, log_fd);
+  close(null_fd);
+  close(log_fd);
+  return pid;
+}
+
 std::string FindOnPath(const std::string& name) {
   const char* path = std::getenv("PATH");
   std::string path_value = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
@@ -226,8 +247,6 @@ std::string FindOnPath(const std::string& name) {
   }
   return name;
 }
-
-}  // namespace
 
 ServerKind ServerKindFromEnv() {
   const char* value = std::getenv("MERIDIAN_E2E_SERVER");
@@ -455,17 +474,7 @@ std::vector<std::string> ServerProcess::BuildArgv() const {
 }
 
 absl::Status ServerProcess::SpawnAndWait() {
-  std::vector<std::string> argv = BuildArgv();
-  int log_fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log_fd < 0) {
-    return absl::InternalError(absl::StrCat("open ", log_path_, ": ", std::strerror(errno)));
-  }
-  std::string banner = absl::StrCat("==== e2e harness: starting ", absl::StrJoin(argv, " "), "\n");
-  (void)!write(log_fd, banner.data(), banner.size());
-  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  absl::StatusOr<pid_t> pid = Spawn(argv, null_fd, log_fd, log_fd);
-  close(null_fd);
-  close(log_fd);
+  absl::StatusOr<pid_t> pid = SpawnWithLog(BuildArgv(), log_path_);
   if (!pid.ok()) return pid.status();
   pid_ = *pid;
 

@@ -165,6 +165,26 @@ class ServerProcess {
   pid_t pid_ = -1;
 };
 
+// ---- Process primitives behind ServerProcess, also used by Cluster (cluster.h) ----
+
+// Spawns argv (argv[0] an absolute path, no shell) like every harness child: own process group,
+// PR_SET_PDEATHSIG=SIGKILL, stdin from /dev/null, stdout and stderr appended to `log_path` after
+// a "==== e2e harness: starting <argv>" banner line.
+[[nodiscard]] absl::StatusOr<pid_t> SpawnWithLog(const std::vector<std::string>& argv,
+                                                 const std::string& log_path);
+// Non-blocking: true if the child `pid` exited (or is not our child). Before reaping, its whole
+// process group is SIGKILLed so that nothing it spawned survives it. *exit_code is -1 when it
+// was killed by a signal.
+bool TryReap(pid_t pid, int* exit_code);
+// Polls TryReap for up to timeout_ms; false if the child is still running.
+bool WaitForExit(pid_t pid, int timeout_ms, int* exit_code);
+// SIGKILLs the process group of `pid` and reaps it (aborts if it survives 10 s).
+void KillGroupAndReap(pid_t pid);
+// The last `max_bytes` of a file (a "<cannot open ...>" note if it cannot be read).
+std::string ReadFileTail(const std::string& path, size_t max_bytes);
+// First executable `name` in $PATH; `name` itself if none.
+std::string FindOnPath(const std::string& name);
+
 // Polls `condition` every poll_ms until it is true or timeout_ms elapsed.
 bool WaitUntil(const std::function<bool()>& condition, int timeout_ms, int poll_ms = 50);
 
