@@ -41,11 +41,18 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PR_SET_PDEATHSIG = 1
 QUOTA_BYTES = 8 * 1024 ** 3
+# etcd's defaults, spelled out so both servers visibly run the same raft timing.
+HEARTBEAT_MS = 100
+ELECTION_MS = 1000
 MIB = 1024.0
 
 
 class Skip(Exception):
     """A topology that cannot run yet (missing binary or unsupported flag)."""
+
+
+class Failed(Exception):
+    """A topology that started but could not be measured (no leader, a member died, ...)."""
 
 
 def log(msg):
@@ -57,9 +64,21 @@ def die_with_parent():
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n):
+    """n distinct free loopback ports (all held open until chosen, so no duplicates)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def proc_status_kb(pid, field):
@@ -107,16 +126,33 @@ class Proc:
     def alive(self):
         return self.p.poll() is None
 
-    def stop(self):
+    def signal(self, sig):
         if self.p.poll() is None:
             try:
-                os.killpg(self.p.pid, signal.SIGTERM)
-                self.p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait(timeout=5)
+                os.killpg(self.p.pid, sig)
             except ProcessLookupError:
                 pass
+
+    def stop(self):
+        stop_all([self])
+
+
+def stop_all(procs, grace_s=5):
+    """SIGTERM to every process group at once (so members of a cluster shut down together rather
+    than one by one, each waiting for the others), then SIGKILL whatever is left."""
+    procs = [p for p in procs if p is not None]
+    for p in procs:
+        p.signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.signal(signal.SIGKILL)
+            try:
+                p.p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                log(f"   warning: pid {p.pid} ({os.path.basename(p.argv[0])}) did not exit")
 
 
 class Cluster:
@@ -147,27 +183,39 @@ class Cluster:
                 "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
                 "--initial-cluster", cluster, "--initial-cluster-state", "new",
                 "--initial-cluster-token", f"bench-{self.topology}",
+                "--heartbeat-interval", str(HEARTBEAT_MS), "--election-timeout", str(ELECTION_MS),
                 "--quota-backend-bytes", str(QUOTA_BYTES), "--log-level", "warn"]
         if self.kind == "etcd":
             argv.append("--logger=zap")  # logging only: capnslog is deprecated and chatty
         return argv
 
     def start(self):
+        """Starts every member (and the proxy); returns once all members are healthy and agree
+        on a leader. Stops whatever it started if anything goes wrong, including ^C."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self):
         n = 3 if self.topology == "three" else 1
-        ports = [(free_port(), free_port()) for _ in range(n)]
+        flat = free_ports(2 * n)
+        ports = list(zip(flat[0::2], flat[1::2]))
         names = [f"m{i}" for i in range(n)]
         cluster = ",".join(f"{nm}=http://127.0.0.1:{pp}" for nm, (_, pp) in zip(names, ports))
         for nm, (cp, pp) in zip(names, ports):
             self.members.append(Proc(self.member_argv(nm, cp, pp, cluster),
                                      os.path.join(self.dir, nm + ".log")))
         member_eps = [f"127.0.0.1:{cp}" for cp, _ in ports]
-        if not self.wait_healthy(member_eps, 30):
+        ok, detail = self.wait_ready(member_eps, 30)
+        if not ok:
             dead = [p for p in self.members if not p.alive()]
             why = tail(dead[0].log_path if dead else self.members[0].log_path)
-            self.stop()
-            if self.kind == "meridian" and self.topology == "three":
-                raise Skip(f"meridian-node does not run a 3-member cluster yet ({why})")
-            raise RuntimeError(f"{self.label} ({self.topology}) did not become healthy: {why}")
+            if self.kind == "meridian" and "single-member clusters only" in why:
+                raise Skip(f"this meridian-node build runs single-member clusters only ({why})")
+            raise Failed(f"{self.label} {n}-member cluster did not become ready in 30 s: "
+                         f"{detail}" + (f"; log: {why}" if why else ""))
         self.endpoints = member_eps
         if self.topology == "proxy":
             self.start_proxy(member_eps)
@@ -190,37 +238,63 @@ class Cluster:
         self.proxy = Proc(argv, os.path.join(self.dir, "proxy.log"))
         if not self.wait_healthy([listen], 20):
             why = tail(self.proxy.log_path)
-            self.stop()
             if self.kind == "meridian":
                 raise Skip(f"meridian-proxy did not serve with etcd grpc-proxy's flags ({why})")
-            raise RuntimeError(f"etcd grpc-proxy did not start: {why}")
+            raise Failed(f"etcd grpc-proxy did not start: {why}")
         self.endpoints = [listen]
 
-    def wait_healthy(self, endpoints, timeout_s):
-        deadline = time.monotonic() + timeout_s
+    def etcdctl(self, endpoints, *cmd):
         env = dict(os.environ, ETCDCTL_API="3")
+        return subprocess.run([self.bins["etcdctl"], "--endpoints", ",".join(endpoints),
+                               "--dial-timeout", "1s", "--command-timeout", "2s", *cmd],
+                              env=env, capture_output=True, text=True, timeout=30)
+
+    def wait_healthy(self, endpoints, timeout_s):
+        return self.wait_ready(endpoints, timeout_s, leader=False)[0]
+
+    def wait_ready(self, endpoints, timeout_s, leader=True):
+        """Waits until every endpoint is healthy (a linearizable read: it needs a leader) and,
+        with `leader`, until every member reports the same leader and that leader is one of
+        them. Returns (ok, what was still missing)."""
+        deadline = time.monotonic() + timeout_s
+        detail = "no answer"
         while time.monotonic() < deadline:
-            if any(not p.alive() for p in self.members) or (self.proxy and not self.proxy.alive()):
-                return False
-            r = subprocess.run([self.bins["etcdctl"], "--endpoints", ",".join(endpoints),
-                                "--dial-timeout", "1s", "--command-timeout", "2s",
-                                "endpoint", "health"],
-                               env=env, capture_output=True, text=True)
-            if r.returncode == 0:
-                return True
+            dead = [p for p in self.members + ([self.proxy] if self.proxy else [])
+                    if not p.alive()]
+            if dead:
+                return False, f"{os.path.basename(dead[0].log_path)[:-4]} exited"
+            r = self.etcdctl(endpoints, "endpoint", "health")
+            if r.returncode != 0:
+                detail = "endpoint health: " + " | ".join(
+                    l for l in (r.stdout + r.stderr).splitlines() if "unhealthy" in l or
+                    "error" in l.lower())[:300]
+            elif not leader:
+                return True, ""
+            else:
+                r = self.etcdctl(endpoints, "endpoint", "status", "-w", "json")
+                try:
+                    st = [e["Status"] for e in json.loads(r.stdout)] if r.returncode == 0 else []
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    st = []
+                ids = {s["header"]["member_id"] for s in st}
+                leaders = {s.get("leader", 0) for s in st}
+                if len(st) == len(endpoints) and len(leaders) == 1 and leaders <= ids:
+                    return True, ""
+                detail = (f"endpoint status: {len(st)}/{len(endpoints)} answered, leaders "
+                          f"{sorted(leaders)}, members {sorted(ids)} {r.stderr.strip()[-200:]}")
             time.sleep(0.2)
-        return False
+        return False, detail
 
     def stop(self):
         if self.proxy:
-            self.proxy.stop()
-        for p in self.members:
-            p.stop()
+            stop_all([self.proxy])
+        stop_all(self.members)
 
     def check_alive(self):
         dead = [p for p in self.members + ([self.proxy] if self.proxy else []) if not p.alive()]
         if dead:
-            raise RuntimeError(f"{self.label} process exited: {tail(dead[0].log_path)}")
+            raise Failed(f"{self.label} {os.path.basename(dead[0].log_path)[:-4]} exited "
+                         f"(code {dead[0].p.returncode}): {tail(dead[0].log_path)}")
 
 
 def workloads(args):
@@ -299,14 +373,17 @@ def fmt_ratio(v):
 
 
 def run_topology(topology, names, args, bins, workdir, runs, summary):
-    """Runs `names` against both servers in `topology`; appends to runs and summary."""
+    """Runs `names` against both servers in `topology`; appends to runs and summary.
+    Returns None, or ("skipped" | "failed", why); every process started is stopped on return."""
     log(f"== topology {topology}")
     clusters = {}
     try:
         for kind in ("etcd", "meridian"):
             c = Cluster(kind, topology, bins, workdir)
-            c.start()
             clusters[kind] = c
+            c.start()
+            log(f"   {c.label}: {len(c.members)} member(s) ready, endpoints "
+                f"{','.join(c.endpoints)}")
         defs = workloads(args)
         for name in names:
             argv, timed, unit = defs[name]
@@ -358,7 +435,10 @@ def run_topology(topology, names, args, bins, workdir, runs, summary):
         return None
     except Skip as why:
         log(f"   skipped: {why}")
-        return str(why)
+        return "skipped", str(why)
+    except Failed as why:
+        log(f"   FAILED: {why}")
+        return "failed", str(why)
     finally:
         for c in clusters.values():
             c.stop()
@@ -399,6 +479,10 @@ def memory_steps(args, bins, workdir):
                     vals[kind] = None
                     notes.append(f"{kind}: {err or res.get('first_error')}")
                     log(f"   {label} {kind}: failed: {notes[-1]}")
+            except (Skip, Failed) as why:
+                vals[kind] = None
+                notes.append(f"{kind}: {why}")
+                log(f"   {label} {kind}: failed: {why}")
             finally:
                 c.stop()
         rows.append((label, vals.get("etcd"), vals.get("meridian"), "; ".join(notes)))
@@ -488,8 +572,9 @@ plot "{data}" using 2:xtic(1) title "throughput", '' using 3 title "p99 latency"
     return True
 
 
-def render_table(summary, skipped, topo_names):
+def render_table(summary, skipped, topo_names, failed=None):
     lines = []
+    failed = failed or {}
     for topo in ("one", "three", "proxy"):
         if topo not in topo_names:
             continue
@@ -499,6 +584,11 @@ def render_table(summary, skipped, topo_names):
             lines.append(f"Skipped: {skipped[topo]}")
             lines.append("")
             continue
+        if topo in failed:
+            lines.append(f"Failed: {failed[topo]}")
+            lines.append("")
+            if not any(s["topology"] == topo for s in summary):
+                continue
         lines.append("| workload | etcd | Meridian | ratio | etcd p99 ms | Meridian p99 ms | ratio "
                      "| etcd peak RSS MiB | Meridian peak RSS MiB | ratio | notes |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -580,13 +670,13 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = tempfile.mkdtemp(prefix="meridian-compare-")
     started = time.monotonic()
-    runs, summary, skipped = [], [], {}
+    runs, summary, skipped, failed = [], [], {}, {}
     try:
         for topo in topo_names:
             subset = names if topo == "one" else [n for n in names if n in SUBSET_WORKLOADS]
-            why = run_topology(topo, subset, args, bins, workdir, runs, summary)
-            if why:
-                skipped[topo] = why
+            outcome = run_topology(topo, subset, args, bins, workdir, runs, summary)
+            if outcome:
+                (skipped if outcome[0] == "skipped" else failed)[topo] = outcome[1]
         mem_rows = []
         if not args.no_memory:
             log("== memory")
@@ -607,7 +697,7 @@ def main():
                          if os.environ.get(k))
     command = env_prefix + "python3 bench/compare.py" + "".join(
         f" {shlex.quote(a)}" for a in sys.argv[1:])
-    table = render_table(summary, skipped, topo_names)
+    table = render_table(summary, skipped, topo_names, failed)
     memory = render_memory(mem_rows) if mem_rows else "Skipped (--no-memory)."
     print()
     print(table)
@@ -630,12 +720,16 @@ Generated {now} by `{command}` in {elapsed:.0f} s.
   Linux {info['kernel']}.
 - Versions: `{etcd_version}` (Debian's etcd), `{node_version}`.
 - Both servers run on 127.0.0.1 with the same flags (fresh data dir,
-  `--quota-backend-bytes {QUOTA_BYTES}`, `--log-level warn`), and share the CPUs with the load
-  generator.
+  `--heartbeat-interval {HEARTBEAT_MS} --election-timeout {ELECTION_MS}`,
+  `--quota-backend-bytes {QUOTA_BYTES}`, `--log-level warn`, etcd's `--initial-cluster*` flags),
+  and share the CPUs with the load generator. Three members: every member on its own ports and
+  data dir, loaded only once all are healthy and agree on a leader; meridian-bench gets all three
+  client endpoints and spreads its connections over them round-robin.
 - Each workload ran {args.reps} times per server, alternating etcd, Meridian, etcd, Meridian, ...;
   the table shows medians. Ratio = Meridian / etcd: above 1 is better for throughput, below 1 is
   better for p99 latency and memory. Peak RSS is the sum of VmHWM over the servers' processes
-  (members and proxy), reset before each run.
+  (all three members in the three-member topology; member and proxy behind the proxy), reset
+  before each run.
 - Throughput is requests/s, except for the watch workloads, where it is events delivered per second
   and p99 is the put-to-delivery latency.
 
@@ -664,8 +758,8 @@ after building (see bench/README.md).
     with open(os.path.join(args.out_dir, "benchmarks.md"), "w") as f:
         f.write(doc)
     log(f"wrote {os.path.join(args.out_dir, 'benchmarks.md')}")
-    failed = sum(s["failed_runs"] for s in summary)
-    return 1 if failed else 0
+    failed_runs = sum(s["failed_runs"] for s in summary)
+    return 1 if failed_runs or failed else 0
 
 
 if __name__ == "__main__":

@@ -701,6 +701,13 @@ TEST(PeerTransportTest, HostileStreamsAreRefused) {
   bad = good;
   bad.set_from(3);  // not the caller
   EXPECT_EQ(send(bad), grpc::StatusCode::INVALID_ARGUMENT);
+  // ...except a proposal or read request a follower forwards on behalf of another member: raft
+  // keeps the original sender, to whom the leader answers a read.
+  meridianpb::RaftMessage forwarded = good;
+  forwarded.set_type(meridianpb::RAFT_MSG_PROP);
+  forwarded.set_from(3);
+  forwarded.set_term(0);
+  EXPECT_EQ(send(forwarded), grpc::StatusCode::OK);
   EXPECT_EQ(send(good, "zz"), grpc::StatusCode::INVALID_ARGUMENT);
   bad = good;
   bad.set_to(5);  // someone else
@@ -724,7 +731,7 @@ TEST(PeerTransportTest, HostileStreamsAreRefused) {
   }
   EXPECT_TRUE(std::filesystem::is_empty(n2.t().options().snapshot_dir));
   n2.Locked([&] {
-    EXPECT_EQ(n2.messages_.size(), 1u);
+    EXPECT_EQ(n2.messages_.size(), 2u);  // the good heartbeat and the forwarded proposal
     EXPECT_TRUE(n2.snapshots_.empty());
   });
 }
