@@ -13,8 +13,13 @@ Writes <out-dir>/benchmarks.md (table, date, machine, command), benchmarks.csv (
 benchmarks-runs.csv (every run) and benchmarks.png (gnuplot). Topologies whose binary or flag
 does not exist yet are skipped with a message saying why.
 
-  python3 bench/compare.py            # defaults: well under 10 minutes on 2 cores
-  python3 bench/compare.py --quick    # about a minute
+  python3 bench/compare.py            # defaults: about 6 minutes on 2 cores
+  python3 bench/compare.py --quick    # about 1.5 minutes
+  python3 bench/compare.py --quick --topologies three --no-memory --out-dir /tmp/cmp
+
+Three members: three members per server on their own ports and data dirs, loaded once all are
+healthy and agree on a leader; meridian-bench gets all three client endpoints. Peak RSS is the
+sum over the members.
 
 Binaries: --node-bin / $MERIDIAN_NODE_BIN (default build/bin/meridian-node), --bench-bin /
 $MERIDIAN_BENCH_BIN (default build/bin/meridian-bench), --proxy-bin / $MERIDIAN_PROXY_BIN
@@ -214,8 +219,8 @@ class Cluster:
             why = tail(dead[0].log_path if dead else self.members[0].log_path)
             if self.kind == "meridian" and "single-member clusters only" in why:
                 raise Skip(f"this meridian-node build runs single-member clusters only ({why})")
-            raise Failed(f"{self.label} {n}-member cluster did not become ready in 30 s: "
-                         f"{detail}" + (f"; log: {why}" if why else ""))
+            raise Failed(f"{self.label} {n}-member cluster did not become ready: {detail}"
+                         + (f"; log: {why}" if why else ""))
         self.endpoints = member_eps
         if self.topology == "proxy":
             self.start_proxy(member_eps)
@@ -283,7 +288,7 @@ class Cluster:
                 detail = (f"endpoint status: {len(st)}/{len(endpoints)} answered, leaders "
                           f"{sorted(leaders)}, members {sorted(ids)} {r.stderr.strip()[-200:]}")
             time.sleep(0.2)
-        return False, detail
+        return False, f"after {timeout_s} s, {detail}"
 
     def stop(self):
         if self.proxy:
@@ -623,14 +628,16 @@ def render_memory(rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="about a minute: fewer, shorter runs")
+    ap.add_argument("--quick", action="store_true",
+                    help="about 1.5 minutes: fewer, shorter runs")
     ap.add_argument("--reps", type=int, help="repetitions per server (default 3, quick 2)")
     ap.add_argument("--duration", type=float, help="seconds per timed run (default 2, quick 1)")
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--conns", type=int, default=10)
     ap.add_argument("--many-streams", type=int, default=10000,
                     help="streams for the many-streams idle watcher step")
-    ap.add_argument("--topologies", default="one,three,proxy")
+    ap.add_argument("--topologies", default="one,three,proxy",
+                    help="comma-separated subset of one,three,proxy (default all)")
     ap.add_argument("--workloads", help="comma-separated subset of: " + ",".join(DEFAULT_WORKLOADS))
     ap.add_argument("--no-memory", action="store_true", help="skip the memory steps")
     ap.add_argument("--node-bin", default=os.environ.get(
@@ -640,7 +647,9 @@ def main():
     ap.add_argument("--proxy-bin", default=os.environ.get("MERIDIAN_PROXY_BIN"))
     ap.add_argument("--etcd-bin", default=shutil.which("etcd") or "/usr/bin/etcd")
     ap.add_argument("--etcdctl-bin", default=shutil.which("etcdctl") or "/usr/bin/etcdctl")
-    ap.add_argument("--out-dir", default=os.path.join(REPO, "docs"))
+    ap.add_argument("--out-dir", default=os.path.join(REPO, "docs"),
+                    help="where benchmarks.{md,csv,png} go (default docs/; use another "
+                         "directory for quick or partial runs)")
     ap.add_argument("--keep-tmp", action="store_true")
     args = ap.parse_args()
     args.reps = args.reps or (2 if args.quick else 3)

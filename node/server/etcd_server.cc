@@ -649,7 +649,11 @@ void EtcdServer::Stop() {
     stopping_ = true;
   }
   raft_cv_.notify_all();
+  { std::lock_guard<std::mutex> lock(housekeeping_mu_); }
   housekeeping_cv_.notify_all();
+  // The raft thread may wait for the apply thread (back-pressure, snapshot install).
+  { std::lock_guard<std::mutex> lock(apply_mu_); }
+  apply_cv_.notify_all();
   if (transport_) transport_->Stop();
   if (raft_thread_.joinable()) raft_thread_.join();
   lease_forwarder_.reset();
@@ -1165,6 +1169,7 @@ void EtcdServer::HandleReady(raft::Ready rd) {
 
   if (rd.snapshot) {
     if (auto st = InstallSnapshot(*rd.snapshot); !st.ok()) {
+      if (absl::IsCancelled(st)) return;  // stopping: nothing of this Ready is acknowledged
       Fatal(absl::StrCat("failed to install a snapshot: ", st.ToString()));
     }
   }

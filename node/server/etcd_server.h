@@ -223,7 +223,9 @@ class EtcdServer {
   std::vector<PendingConfChange> new_conf_changes_;
   std::vector<uint64_t> transfer_requests_;
   uint64_t store_flushed_index_ = 0;  // set by apply, consumed by raft (raft_mu_)
-  bool stopping_ = false;
+  // Set under raft_mu_; read by every thread (their wait predicates lock their own mutexes, and
+  // Stop() takes each of those before notifying, so no wakeup is lost).
+  std::atomic<bool> stopping_{false};
   static constexpr size_t kMaxPending = 100000;
   static constexpr size_t kMaxInbox = 20000;
 

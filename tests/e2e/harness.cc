@@ -264,7 +264,12 @@ const char* ServerKindName(ServerKind kind) {
 }
 
 std::string ServerBinary(ServerKind kind) {
-  if (kind == ServerKind::kMeridian) return MERIDIAN_NODE_BIN;
+  if (kind == ServerKind::kMeridian) {
+    // MERIDIAN_E2E_NODE_BIN runs the suites against another build (e.g. a sanitizer build).
+    const char* value = std::getenv("MERIDIAN_E2E_NODE_BIN");
+    if (value != nullptr && value[0] != '\0') return value;
+    return MERIDIAN_NODE_BIN;
+  }
   return FindOnPath("etcd");
 }
 
