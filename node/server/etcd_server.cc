@@ -1198,25 +1198,37 @@ void EtcdServer::HandleReady(raft::Ready rd) {
   }
   SendMessages(std::move(rd.messages));
 
-  if (!rd.committed_entries.empty()) {
-    std::vector<ApplyEntry> batch;
-    batch.reserve(rd.committed_entries.size());
-    for (auto& e : rd.committed_entries) {
-      ApplyEntry ae;
-      if (e.type == raft::EntryType::kConfChange) {
-        auto cc = raft::DecodeConfChange(e.data);
-        if (cc.ok()) {
-          auto cs = node_->ApplyConfChange(*cc);
-          if (cs.ok()) {
-            ae.conf_state = *cs;
-            conf_at_[e.index] = *cs;
-          }
+  std::vector<ApplyEntry> batch;
+  batch.reserve(rd.committed_entries.size());
+  for (const auto& e : rd.committed_entries) {
+    ApplyEntry ae;
+    if (e.type == raft::EntryType::kConfChange) {
+      auto cc = raft::DecodeConfChange(e.data);
+      if (cc.ok()) {
+        auto cs = node_->ApplyConfChange(*cc);
+        if (cs.ok()) {
+          ae.conf_state = *cs;
+          conf_at_[e.index] = *cs;
         }
       }
-      last_handed_index_ = e.index;
-      ae.entry = std::move(e);
-      batch.push_back(std::move(ae));
     }
+    last_handed_index_ = e.index;
+    batch.push_back(std::move(ae));
+  }
+  if (!rd.read_states.empty()) {
+    std::lock_guard<std::mutex> lock(waiters_mu_);
+    for (auto& rs : rd.read_states) {
+      auto it = reads_in_flight_.find(rs.context);
+      if (it == reads_in_flight_.end()) continue;
+      for (auto& r : it->second) reads_by_index_.emplace(rs.index, std::move(r));
+      reads_in_flight_.erase(it);
+    }
+  }
+  // Advance reads the committed entries (their payload sizes release raft's uncommitted-bytes
+  // budget), so they move to the apply thread only afterwards.
+  node_->Advance(rd);
+  if (!batch.empty()) {
+    for (size_t i = 0; i < batch.size(); ++i) batch[i].entry = std::move(rd.committed_entries[i]);
     proposals_committed_->Inc(static_cast<double>(batch.size()));
     {
       std::unique_lock<std::mutex> lock(apply_mu_);
@@ -1228,16 +1240,6 @@ void EtcdServer::HandleReady(raft::Ready rd) {
     }
     apply_cv_.notify_all();
   }
-  if (!rd.read_states.empty()) {
-    std::lock_guard<std::mutex> lock(waiters_mu_);
-    for (auto& rs : rd.read_states) {
-      auto it = reads_in_flight_.find(rs.context);
-      if (it == reads_in_flight_.end()) continue;
-      for (auto& r : it->second) reads_by_index_.emplace(rs.index, std::move(r));
-      reads_in_flight_.erase(it);
-    }
-  }
-  node_->Advance(rd);
   if (!rd.read_states.empty()) CompleteReads(store_->consistent_index());
 }
 
