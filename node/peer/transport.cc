@@ -1,7 +1,5 @@
 #include "node/peer/transport.h"
 
-#include "common/strings.h"
-
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/resource_quota.h>
@@ -20,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/strings.h"
 #include "common/url.h"
 #include "meridian/raft.grpc.pb.h"
 #include "node/peer/convert.h"

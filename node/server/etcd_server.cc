@@ -629,6 +629,12 @@ absl::Status EtcdServer::Init() {
     pthread_setname_np(pthread_self(), "complete");
     CompletionLoop();
   });
+  for (int i = 0; i < 2; ++i) {
+    read_pool_.emplace_back([this] {
+      pthread_setname_np(pthread_self(), "read");
+      ReadPoolLoop();
+    });
+  }
   snapshot_thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "snapshot");
     SnapshotLoop();
@@ -660,6 +666,13 @@ void EtcdServer::Stop() {
   { std::lock_guard<std::mutex> lock(apply_mu_); }
   apply_cv_.notify_all();
   if (apply_thread_.joinable()) apply_thread_.join();
+  {
+    std::lock_guard<std::mutex> lock(read_pool_mu_);
+    read_pool_stop_ = true;
+  }
+  read_pool_cv_.notify_all();
+  for (auto& t : read_pool_) t.join();
+  read_pool_.clear();
   {
     std::lock_guard<std::mutex> lock(snap_mu_);
     snap_stop_ = true;
@@ -763,6 +776,25 @@ void EtcdServer::ReadIndex(Done done) {
   }
   if (leader_.load() == raft::kNone) {
     done(ErrNoLeader());
+    return;
+  }
+  if (sole_voter_.load() && leader_.load() == self_id_) {
+    // Nobody else can lead, so the read index is simply the commit index: no heartbeat round.
+    // (After a restart, committed entries may still be on their way to the store.)
+    const uint64_t index = committed_index_.load();
+    if (store_->consistent_index() >= index) {
+      done(grpc::Status::OK);
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(waiters_mu_);
+      // The apply thread publishes its index before it takes this lock to release reads.
+      if (store_->consistent_index() < index) {
+        reads_by_index_.emplace(index, ReadWaiter{std::move(done), RequestDeadline()});
+        return;
+      }
+    }
+    done(grpc::Status::OK);
     return;
   }
   {
@@ -1224,6 +1256,15 @@ void EtcdServer::HandleReady(raft::Ready rd) {
       reads_in_flight_.erase(it);
     }
   }
+  {
+    // Membership takes effect when appended, so this follows every Ready.
+    // A new leader knows the commit index only once it committed an entry of its own term
+    // (raft §6.4); until then reads take the regular path, which waits for that.
+    auto cs = node_->conf_state();
+    const auto& r = node_->raft();
+    sole_voter_ = cs.voters.size() == 1 && cs.voters[0] == self_id_ &&
+                  r.log().TermOrZero(r.log().committed()) == r.term();
+  }
   // Advance reads the committed entries (their payload sizes release raft's uncommitted-bytes
   // budget), so they move to the apply thread only afterwards.
   node_->Advance(rd);
@@ -1436,16 +1477,38 @@ void EtcdServer::Complete(std::vector<std::pair<Done, grpc::Status>> completions
 }
 
 void EtcdServer::CompleteReads(uint64_t applied) {
-  std::vector<std::pair<Done, grpc::Status>> ready;
+  std::vector<Done> ready;
   {
     std::lock_guard<std::mutex> lock(waiters_mu_);
     auto end = reads_by_index_.upper_bound(applied);
     for (auto it = reads_by_index_.begin(); it != end; ++it) {
-      ready.emplace_back(std::move(it->second.done), grpc::Status::OK);
+      ready.push_back(std::move(it->second.done));
     }
     reads_by_index_.erase(reads_by_index_.begin(), end);
   }
-  Complete(std::move(ready));
+  if (ready.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(read_pool_mu_);
+    if (!read_pool_stop_) {
+      for (auto& d : ready) read_pool_queue_.push_back(std::move(d));
+      ready.clear();
+    }
+  }
+  read_pool_cv_.notify_all();
+  for (auto& d : ready) d(grpc::Status::OK);  // after stop: nobody drains the pool
+}
+
+void EtcdServer::ReadPoolLoop() {
+  std::unique_lock<std::mutex> lock(read_pool_mu_);
+  while (true) {
+    read_pool_cv_.wait(lock, [&] { return read_pool_stop_ || !read_pool_queue_.empty(); });
+    if (read_pool_queue_.empty()) return;
+    Done d = std::move(read_pool_queue_.front());
+    read_pool_queue_.pop_front();
+    lock.unlock();
+    d(grpc::Status::OK);
+    lock.lock();
+  }
 }
 
 absl::Status EtcdServer::ApplyEntries(std::vector<ApplyEntry> entries) {

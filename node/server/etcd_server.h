@@ -248,7 +248,8 @@ class EtcdServer {
   std::atomic<uint64_t> term_{0};
   std::atomic<uint64_t> leader_{0};
   std::atomic<uint64_t> committed_index_{0};
-  std::atomic<uint64_t> read_index_seen_{0};
+  // This member is the only voter (and so its own leader): a linearizable read needs no round.
+  std::atomic<bool> sole_voter_{false};
 
   // Membership, guarded by members_mu_.
   mutable std::mutex members_mu_;
@@ -283,6 +284,15 @@ class EtcdServer {
 
   std::mutex housekeeping_mu_;
   std::condition_variable housekeeping_cv_;
+
+  // Reads released by a read index run on these threads (a large range must not hold up the
+  // completion thread or the apply thread).
+  std::mutex read_pool_mu_;
+  std::condition_variable read_pool_cv_;
+  std::deque<Done> read_pool_queue_;
+  bool read_pool_stop_ = false;
+  std::vector<std::thread> read_pool_;
+  void ReadPoolLoop();
 
   std::thread raft_thread_;
   std::thread apply_thread_;
