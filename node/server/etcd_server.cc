@@ -26,6 +26,9 @@ namespace {
 
 constexpr size_t kMaxProposalsPerLoop = 4096;
 constexpr size_t kMaxApplyBatchEntries = 4096;
+// How often (in applied entries) raft's in-memory log drops what is applied, past the catch-up
+// tail.
+constexpr uint64_t kRaftCompactEveryEntries = 1000;
 constexpr char kMetaMemberId[] = "member_id";
 constexpr char kMetaClusterId[] = "cluster_id";
 constexpr char kMetaAlarmPrefix[] = "alarm/";
@@ -502,6 +505,7 @@ absl::Status EtcdServer::Init() {
   hs.term = std::max(hs.term, ci_term);
   raft_storage_.SetHardState(hs);
   last_handed_index_ = ci;
+  applied_term_ = ci_term;
 
   raft::Config rc;
   rc.id = self_id_;
@@ -997,6 +1001,7 @@ void EtcdServer::RaftLoop() {
   std::vector<PendingConfChange> confs;
   std::vector<uint64_t> transfers;
   uint64_t flushed = 0;
+  uint64_t flushed_term = 0;
   while (true) {
     {
       std::unique_lock<std::mutex> lock(raft_mu_);
@@ -1021,6 +1026,7 @@ void EtcdServer::RaftLoop() {
       confs.swap(new_conf_changes_);
       transfers.swap(transfer_requests_);
       flushed = std::exchange(store_flushed_index_, 0);
+      flushed_term = store_flushed_term_;
     }
     auto now = clock::now();
     if (now >= next_tick) {
@@ -1163,7 +1169,12 @@ void EtcdServer::RaftLoop() {
       if (!expired.empty()) Complete(std::move(expired));
     }
     while (node_->HasReady()) HandleReady(node_->GetReady());
-    if (flushed != 0) MaybeCompactRaftLog(flushed);
+    if (flushed != 0) ReleaseWal(flushed, flushed_term);
+    if (uint64_t applied = store_->consistent_index();
+        applied >= raft_storage_.snapshot().metadata.index +
+                       std::min<uint64_t>(kRaftCompactEveryEntries, config_.snapshot_count)) {
+      CompactRaftMemory(applied);
+    }
   }
 }
 
@@ -1284,35 +1295,38 @@ void EtcdServer::HandleReady(raft::Ready rd) {
   if (!rd.read_states.empty()) CompleteReads(store_->consistent_index());
 }
 
-// The store was flushed up to `index`: that is now the state-machine snapshot raft may hand to
-// slow followers, and the log before it (minus a catch-up tail) can go.
-void EtcdServer::MaybeCompactRaftLog(uint64_t index) {
-  if (index <= raft_storage_.snapshot().metadata.index || index > raft_storage_.LastIndex()) {
+// Raft's in-memory log keeps only a catch-up tail behind the applied index: everything applied
+// is in the store, which is what a follower that needs older entries gets (as a store image).
+// This bounds the memory the log takes to the catch-up tail plus what is not applied yet,
+// instead of everything since the last store flush.
+void EtcdServer::CompactRaftMemory(uint64_t applied) {
+  if (applied <= raft_storage_.snapshot().metadata.index || applied > raft_storage_.LastIndex()) {
     return;
   }
   raft::ConfState cs = base_conf_;
-  for (auto it = conf_at_.begin(); it != conf_at_.end() && it->first <= index; ++it) {
+  for (auto it = conf_at_.begin(); it != conf_at_.end() && it->first <= applied; ++it) {
     cs = it->second;
   }
-  if (auto st = raft_storage_.CreateSnapshot(index, cs, ""); !st.ok()) return;
+  if (auto st = raft_storage_.CreateSnapshot(applied, cs, ""); !st.ok()) return;
   // Forget conf history the snapshot covers.
-  while (!conf_at_.empty() && conf_at_.begin()->first <= index) {
+  while (!conf_at_.empty() && conf_at_.begin()->first <= applied) {
     base_conf_ = conf_at_.begin()->second;
     conf_at_.erase(conf_at_.begin());
   }
-  // Entries kept behind the snapshot let a briefly slow follower catch up from the log rather
-  // than from a whole store image.
-  if (index > config_.snapshot_catchup_entries) {
-    uint64_t compact = index - config_.snapshot_catchup_entries;
+  if (applied > config_.snapshot_catchup_entries) {
+    uint64_t compact = applied - config_.snapshot_catchup_entries;
     if (compact > raft_storage_.FirstIndex()) (void)raft_storage_.Compact(compact);
   }
-  auto term = raft_storage_.Term(index);
-  if (term.ok()) {
-    if (auto st = wal_->SaveSnapshotMarker(wal::SnapshotMarker{index, *term}); st.ok()) {
-      if (auto st2 = wal_->ReleaseBefore(index + 1); !st2.ok()) {
-        LogJson("warn", absl::StrCat("wal release failed: ", st2.ToString()));
-      }
-    }
+}
+
+// The store was flushed up to (index, term): the WAL before it is no longer needed to recover.
+void EtcdServer::ReleaseWal(uint64_t index, uint64_t term) {
+  if (auto st = wal_->SaveSnapshotMarker(wal::SnapshotMarker{index, term}); !st.ok()) {
+    LogJson("warn", absl::StrCat("wal snapshot marker failed: ", st.ToString()));
+    return;
+  }
+  if (auto st = wal_->ReleaseBefore(index + 1); !st.ok()) {
+    LogJson("warn", absl::StrCat("wal release failed: ", st.ToString()));
   }
 }
 
@@ -1350,6 +1364,10 @@ absl::Status EtcdServer::InstallSnapshot(const raft::Snapshot& snap) {
   if (auto s = raft_storage_.ApplySnapshot(meta); !s.ok()) return s;
   base_conf_ = snap.metadata.conf_state;
   conf_at_.clear();
+  // The apply thread is idle (it waits for this Ready's entries): safe to set its term here.
+  if (auto t = store_->GetMeta(kMetaAppliedTerm); t.ok() && t->has_value() && (*t)->size() == 8) {
+    applied_term_ = mvcc::GetBigEndian64(**t);
+  }
   last_handed_index_ = std::max(index, store_->consistent_index());
   // Everything derived from the store follows it.
   if (auto leases = store_->View()->Leases(); leases.ok()) {
@@ -1449,10 +1467,12 @@ void EtcdServer::ApplyLoop() {
     if (entries_since_flush_ >= config_.snapshot_count) {
       entries_since_flush_ = 0;
       uint64_t applied = store_->consistent_index();
+      uint64_t term = applied_term_;
       if (auto st = store_->Flush(); st.ok()) {
         {
           std::lock_guard<std::mutex> lock(raft_mu_);
           store_flushed_index_ = applied;
+          store_flushed_term_ = term;
         }
         raft_cv_.notify_one();
       } else {
@@ -1561,6 +1581,7 @@ absl::Status EtcdServer::ApplyEntries(std::vector<ApplyEntry> entries) {
   }
   if (last == nullptr) return absl::OkStatus();
   batch.SetConsistentIndex(last->index);
+  applied_term_ = last->term;
   std::string term;
   mvcc::PutBigEndian64(&term, last->term);
   batch.PutMeta(kMetaAppliedTerm, term);

@@ -164,7 +164,8 @@ class EtcdServer {
   void HandleReady(raft::Ready rd);
   void SendMessages(std::vector<raft::Message> msgs);
   [[nodiscard]] absl::Status InstallSnapshot(const raft::Snapshot& snap);
-  void MaybeCompactRaftLog(uint64_t index);
+  void CompactRaftMemory(uint64_t applied);
+  void ReleaseWal(uint64_t index, uint64_t term);
   void SnapshotLoop();
 
   void ApplyLoop();
@@ -223,6 +224,7 @@ class EtcdServer {
   std::vector<PendingConfChange> new_conf_changes_;
   std::vector<uint64_t> transfer_requests_;
   uint64_t store_flushed_index_ = 0;  // set by apply, consumed by raft (raft_mu_)
+  uint64_t store_flushed_term_ = 0;
   // Set under raft_mu_; read by every thread (their wait predicates lock their own mutexes, and
   // Stop() takes each of those before notifying, so no wakeup is lost).
   std::atomic<bool> stopping_{false};
@@ -243,6 +245,7 @@ class EtcdServer {
   size_t max_committed_entries_ = 50000;
   bool apply_busy_ = false;
   uint64_t entries_since_flush_ = 0;  // apply thread only
+  uint64_t applied_term_ = 0;         // apply thread only: term of the last applied entry
 
   // Published raft status.
   std::atomic<uint64_t> term_{0};
