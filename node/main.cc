@@ -135,6 +135,24 @@ int main(int argc, char** argv) {
     return r;
   };
 
+  // Metrics and health on --listen-metrics-urls come up at once, so that monitoring sees a
+  // member that has not joined (e.g. one without a leader).
+  std::vector<std::unique_ptr<HttpServer>> metrics_servers;
+  for (const auto& u : metrics_urls) {
+    HttpServerOptions o;
+    o.host = u.host;
+    o.port = u.port;
+    auto h = std::make_unique<HttpServer>(o);
+    h->Handle("/health", health);
+    h->Handle("/version", version);
+    h->Handle("/metrics", metrics_handler);
+    if (auto st = h->Start(); !st.ok()) {
+      LogJson("fatal", absl::StrCat("failed to listen on ", u.HostPort(), ": ", st.ToString()));
+      return 1;
+    }
+    metrics_servers.push_back(std::move(h));
+  }
+
   // Like etcd, serve clients only once this member has joined the cluster: it knows a leader
   // and has published its name and client URLs through the log. Until then a client's
   // connection waits (the port is not open yet) instead of getting "no leader".
@@ -143,13 +161,13 @@ int main(int argc, char** argv) {
     int sig = sigtimedwait(&stop_signals, nullptr, &wait);
     if (sig == SIGINT || sig == SIGTERM) {
       LogJson("info", absl::StrCat("received signal ", sig, " before serving, shutting down"));
+      for (auto& h : metrics_servers) h->Stop();
       etcd->Stop();
       (*peer_server)->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
       return 0;
     }
   }
   std::vector<std::unique_ptr<ClientListener>> client_listeners;
-  std::vector<std::unique_ptr<HttpServer>> metrics_servers;
   for (const auto& u : client_urls) {
     HttpServerOptions o;
     o.host = u.host;
@@ -166,20 +184,6 @@ int main(int argc, char** argv) {
                                  "discouraged! address ",
                                  u.HostPort()));
     client_listeners.push_back(std::move(l));
-  }
-  for (const auto& u : metrics_urls) {
-    HttpServerOptions o;
-    o.host = u.host;
-    o.port = u.port;
-    auto h = std::make_unique<HttpServer>(o);
-    h->Handle("/health", health);
-    h->Handle("/version", version);
-    h->Handle("/metrics", metrics_handler);
-    if (auto st = h->Start(); !st.ok()) {
-      LogJson("fatal", absl::StrCat("failed to listen on ", u.HostPort(), ": ", st.ToString()));
-      return 1;
-    }
-    metrics_servers.push_back(std::move(h));
   }
   LogJson("info", absl::StrCat("ready to serve client requests; member ", etcd->name(), " version ",
                                server::kServerVersion));

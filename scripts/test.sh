@@ -26,7 +26,9 @@ if [ "${MERIDIAN_SKIP_SANITIZERS:-0}" != 1 ]; then
 
   # The threaded units: the MVCC store with its compactor and the watch hub, the WAL, and the
   # HTTP/metrics code.
-  TSAN_TARGETS=(mvcc_test wal_test server_test peer_test)
+  # Not peer_test: it runs gRPC servers in-process, and Debian's libgrpc is not built with TSan,
+  # so its own synchronization is invisible and every run reports races inside libgrpc.
+  TSAN_TARGETS=(mvcc_test wal_test server_test)
   echo "== test: TSan"
   MERIDIAN_BUILD_TARGETS="${TSAN_TARGETS[*]}" MERIDIAN_BUILD_DIR=build-tsan \
     MERIDIAN_BUILD_TYPE=Debug scripts/setup.sh \

@@ -655,6 +655,17 @@ absl::StatusOr<std::optional<std::string>> Store::GetMeta(std::string_view key) 
   return std::optional<std::string>(std::move(v));
 }
 
+absl::StatusOr<std::optional<std::string>> Store::GetMeta(std::string_view key,
+                                                          const ReadView& view) const {
+  rocksdb::ReadOptions ro;
+  ro.snapshot = view.snapshot_;
+  std::string v;
+  auto s = db_->Get(ro, meta_cf_, rocksdb::Slice(key.data(), key.size()), &v);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  if (!s.ok()) return FromRocks(s, "meta");
+  return std::optional<std::string>(std::move(v));
+}
+
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Store::ScanMeta(
     std::string_view prefix) const {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), meta_cf_));

@@ -211,6 +211,9 @@ class Store {
   uint64_t consistent_index() const { return consistent_index_.load(std::memory_order_acquire); }
 
   [[nodiscard]] absl::StatusOr<std::optional<std::string>> GetMeta(std::string_view key) const;
+  // The meta entry as of `view` (consistent with the rest of that view).
+  [[nodiscard]] absl::StatusOr<std::optional<std::string>> GetMeta(std::string_view key,
+                                                                   const ReadView& view) const;
   // Every meta entry whose key starts with `prefix`.
   [[nodiscard]] absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ScanMeta(
       std::string_view prefix) const;

@@ -29,8 +29,8 @@ TEST(ConfigTest, DefaultsAreEtcds) {
 }
 
 TEST(ConfigTest, SingleAndDoubleDashAndEquals) {
-  auto p = Parse({"-name", "n1", "--data-dir=/tmp/x", "--max-txn-ops", "4",
-                  "--listen-client-urls", "http://127.0.0.1:1,http://127.0.0.1:2"});
+  auto p = Parse({"-name", "n1", "--data-dir=/tmp/x", "--max-txn-ops", "4", "--listen-client-urls",
+                  "http://127.0.0.1:1,http://127.0.0.1:2"});
   ASSERT_TRUE(p.ok()) << p.status();
   EXPECT_EQ(p->config.name, "n1");
   EXPECT_EQ(p->config.data_dir, "/tmp/x");

@@ -1,5 +1,6 @@
 #include "node/server/etcd_server.h"
 
+#include <grpcpp/grpcpp.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "etcdserverpb/rpc.grpc.pb.h"
 #include "node/peer/convert.h"
 #include "node/peer/transport.h"
 #include "node/raft/confchange.h"
@@ -421,7 +423,7 @@ absl::Status EtcdServer::Init() {
   id_counter_ = (now_ms << 8) & ((1ull << 48) - 1);
 
   lessor_ = std::make_unique<lease::Lessor>(clock_, config_.MinLeaseTtlSeconds());
-  lease_forwarder_ = std::make_unique<LeaseForwarder>([this]() -> std::string {
+  leader_forwarder_ = std::make_unique<LeaderForwarder>([this]() -> std::string {
     auto m = FindMember(leader_.load());
     if (!m || m->client_urls.empty()) return "";
     auto t = peer::PeerUrlToTarget(m->client_urls[0]);
@@ -522,14 +524,27 @@ absl::Status EtcdServer::Init() {
   auto node = raft::RawNode::Create(rc, &raft_storage_);
   if (!node.ok()) return node.status();
   node_ = std::move(*node);
-  const bool fresh = ci == 0 && raft_storage_.LastIndex() == 0;
-  if (fresh && bootstrap_new) {
+  // A brand-new member bootstraps whenever its log is empty, also when an earlier start stored
+  // its (deterministic) identity and died before the bootstrap entries reached the log.
+  const bool fresh = ci == 0 && raft_storage_.LastIndex() == 0 && hs.term == 0;
+  if (fresh && (bootstrap_new || config_.initial_cluster_state == "new")) {
     std::vector<uint64_t> voters;
     for (const auto& m : *initial) voters.push_back(m.id);
     if (auto st = node_->Bootstrap(voters); !st.ok()) return st;
   }
   term_ = hs.term;
   committed_index_ = hs.commit;
+
+  // Store images of an earlier run (sent or received, complete or not) are of no use now.
+  for (const char* dir : {"/snap-in", ""}) {
+    std::error_code ignored;
+    for (const auto& e : std::filesystem::directory_iterator(member_dir + dir, ignored)) {
+      const std::string name = e.path().filename().string();
+      if (name.rfind("snap-out-", 0) == 0 || std::string(dir) == "/snap-in") {
+        std::filesystem::remove_all(e.path(), ignored);
+      }
+    }
+  }
 
   // The peer transport.
   peer::PeerTransportOptions po;
@@ -666,7 +681,15 @@ void EtcdServer::Stop() {
   apply_cv_.notify_all();
   if (transport_) transport_->Stop();
   if (raft_thread_.joinable()) raft_thread_.join();
-  lease_forwarder_.reset();
+  leader_forwarder_.reset();
+  {
+    std::vector<MoveLeaderWait> waits;
+    {
+      std::lock_guard<std::mutex> lock(move_leader_mu_);
+      waits.swap(move_leader_threads_);
+    }
+    for (auto& w : waits) w.thread.join();
+  }
   { std::lock_guard<std::mutex> lock(apply_mu_); }
   apply_cv_.notify_all();
   if (apply_thread_.joinable()) apply_thread_.join();
@@ -753,6 +776,10 @@ void EtcdServer::Propose(meridianpb::InternalRequest request, google::protobuf::
   }
   if (leader_.load() == raft::kNone) {
     done(ErrNoLeader());
+    return;
+  }
+  if (is_learner() && !request.has_member_attributes()) {
+    done(ErrNotSupportedForLearner());  // etcd: a learner serves serializable reads only
     return;
   }
   {
@@ -914,8 +941,24 @@ void EtcdServer::PromoteMember(uint64_t id, etcdserverpb::MemberPromoteResponse*
     return;
   }
   if (!is_leader()) {
-    // Only the leader knows how far the learner got.
-    done(leader_.load() == raft::kNone ? ErrNoLeader() : ErrNotLeader());
+    // Only the leader knows how far the learner got: ask it, as etcd does.
+    if (leader_.load() == raft::kNone) {
+      done(ErrNoLeader());
+      return;
+    }
+    leader_forwarder_->Submit(
+        [id, resp, done = std::move(done)](const std::shared_ptr<grpc::Channel>& leader) {
+          if (!leader) {
+            done(ErrNoLeader());
+            return;
+          }
+          auto stub = etcdserverpb::Cluster::NewStub(leader);
+          grpc::ClientContext ctx;
+          ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+          etcdserverpb::MemberPromoteRequest req;
+          req.set_id(id);
+          done(stub->MemberPromote(&ctx, req, resp));
+        });
     return;
   }
   raft::ConfChange cc;
@@ -965,7 +1008,27 @@ void EtcdServer::MoveLeader(uint64_t target, Done done) {
   }
   raft_cv_.notify_one();
   // Wait (off the gRPC thread) for the leadership to move, as etcd does.
-  std::thread([this, target, done = std::move(done)] {
+  std::lock_guard<std::mutex> lock(move_leader_mu_);
+  for (auto it = move_leader_threads_.begin(); it != move_leader_threads_.end();) {
+    if (it->finished->load()) {
+      it->thread.join();
+      it = move_leader_threads_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (move_leader_threads_.size() >= kMaxMoveLeaderWaits) {
+    done(ErrTooManyRequests());
+    return;
+  }
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  MoveLeaderWait wait;
+  wait.finished = finished;
+  wait.thread = std::thread([this, target, finished, done = std::move(done)] {
+    struct MarkFinished {
+      std::atomic<bool>* flag;
+      ~MarkFinished() { flag->store(true); }
+    } mark{finished.get()};
     auto deadline =
         std::chrono::steady_clock::now() +
         std::chrono::milliseconds(std::max<uint32_t>(config_.election_timeout_ms, 100) * 5);
@@ -981,7 +1044,8 @@ void EtcdServer::MoveLeader(uint64_t target, Done done) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     done(ErrTimeoutLeaderTransfer());
-  }).detach();
+  });
+  move_leader_threads_.push_back(std::move(wait));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1404,16 +1468,26 @@ void EtcdServer::SnapshotLoop() {
       m = std::move(snapshots_to_send_.front());
       snapshots_to_send_.pop_front();
       if (sent_images_.count(m.to) != 0) {
-        // One image per follower at a time; raft retries after the status.
-        lock.unlock();
-        std::lock_guard<std::mutex> rl(raft_mu_);
-        snapshot_status_.emplace_back(m.to, false);
+        // An image is already on its way to this follower; raft asks again if that one fails.
         continue;
       }
     }
     std::string path = absl::StrCat(config_.data_dir, "/member/snap-out-", Hex(m.to), "-",
                                     NextRequestId(), ".img");
     auto view = store_->View();
+    // The image is newer than the snapshot raft asked for: describe the image itself (its index,
+    // that entry's term and the membership stored with it), so that the follower's raft log,
+    // WAL and store all agree on where it stands.
+    {
+      auto term = store_->GetMeta(kMetaAppliedTerm, *view);
+      auto conf = store_->GetMeta(kMetaConfState, *view);
+      if (view->consistent_index() > m.snapshot->metadata.index && term.ok() && term->has_value() &&
+          (*term)->size() == 8 && conf.ok() && conf->has_value()) {
+        m.snapshot->metadata.index = view->consistent_index();
+        m.snapshot->metadata.term = mvcc::GetBigEndian64(**term);
+        m.snapshot->metadata.conf_state = DecodeConfState(**conf);
+      }
+    }
     auto st = store_->ExportImage(*view, path, {kMetaMemberId});
     if (!st.ok()) {
       LogJson("warn", absl::StrCat("cannot write a snapshot for ", Hex(m.to), ": ", st.ToString()));

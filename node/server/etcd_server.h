@@ -38,7 +38,7 @@
 #include "node/mvcc/watch_hub.h"
 #include "node/raft/rawnode.h"
 #include "node/server/config.h"
-#include "node/server/lease_forwarder.h"
+#include "node/server/leader_forwarder.h"
 
 namespace meridian::wal {
 class Wal;
@@ -103,7 +103,7 @@ class EtcdServer {
   mvcc::Store* store() const { return store_.get(); }
   mvcc::WatchHub* watch_hub() const { return watch_hub_.get(); }
   lease::Lessor* lessor() const { return lessor_.get(); }
-  LeaseForwarder* lease_forwarder() const { return lease_forwarder_.get(); }
+  LeaderForwarder* leader_forwarder() const { return leader_forwarder_.get(); }
   const ServerConfig& config() const { return config_; }
   uint64_t id() const { return self_id_; }
   const std::string& name() const { return config_.name; }
@@ -200,7 +200,7 @@ class EtcdServer {
   std::unique_ptr<lease::Lessor> lessor_;
   std::unique_ptr<wal::Wal> wal_;
   std::unique_ptr<peer::PeerTransport> transport_;
-  std::unique_ptr<LeaseForwarder> lease_forwarder_;
+  std::unique_ptr<LeaderForwarder> leader_forwarder_;
 
   // Raft thread only.
   raft::MemoryStorage raft_storage_;
@@ -296,6 +296,15 @@ class EtcdServer {
   bool read_pool_stop_ = false;
   std::vector<std::thread> read_pool_;
   void ReadPoolLoop();
+
+  // MoveLeader waits for the transfer on a thread of its own (joined at Stop).
+  struct MoveLeaderWait {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> finished;
+  };
+  std::mutex move_leader_mu_;
+  std::vector<MoveLeaderWait> move_leader_threads_;  // at most kMaxMoveLeaderWaits
+  static constexpr size_t kMaxMoveLeaderWaits = 8;
 
   std::thread raft_thread_;
   std::thread apply_thread_;

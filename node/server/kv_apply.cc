@@ -28,11 +28,16 @@ namespace {
 
 grpc::Status CheckRequestOp(const etcdserverpb::RequestOp& op, uint32_t max_txn_ops) {
   switch (op.request_case()) {
-    case etcdserverpb::RequestOp::kRequestRange: return CheckRange(op.request_range());
-    case etcdserverpb::RequestOp::kRequestPut: return CheckPut(op.request_put());
-    case etcdserverpb::RequestOp::kRequestDeleteRange: return CheckDeleteRange(op.request_delete_range());
-    case etcdserverpb::RequestOp::kRequestTxn: return CheckTxn(op.request_txn(), max_txn_ops);
-    default: return grpc::Status::OK;  // etcd ignores an empty op
+    case etcdserverpb::RequestOp::kRequestRange:
+      return CheckRange(op.request_range());
+    case etcdserverpb::RequestOp::kRequestPut:
+      return CheckPut(op.request_put());
+    case etcdserverpb::RequestOp::kRequestDeleteRange:
+      return CheckDeleteRange(op.request_delete_range());
+    case etcdserverpb::RequestOp::kRequestTxn:
+      return CheckTxn(op.request_txn(), max_txn_ops);
+    default:
+      return grpc::Status::OK;  // etcd ignores an empty op
   }
 }
 
@@ -135,22 +140,33 @@ namespace {
 template <typename T>
 bool CompareInt(etcdserverpb::Compare::CompareResult result, T a, T b) {
   switch (result) {
-    case etcdserverpb::Compare::EQUAL: return a == b;
-    case etcdserverpb::Compare::GREATER: return a > b;
-    case etcdserverpb::Compare::LESS: return a < b;
-    case etcdserverpb::Compare::NOT_EQUAL: return a != b;
-    default: return false;
+    case etcdserverpb::Compare::EQUAL:
+      return a == b;
+    case etcdserverpb::Compare::GREATER:
+      return a > b;
+    case etcdserverpb::Compare::LESS:
+      return a < b;
+    case etcdserverpb::Compare::NOT_EQUAL:
+      return a != b;
+    default:
+      return false;
   }
 }
 
 bool CompareKv(const etcdserverpb::Compare& c, const mvccpb::KeyValue& kv) {
   switch (c.target()) {
-    case etcdserverpb::Compare::VALUE: return CompareInt(c.result(), kv.value(), c.value());
-    case etcdserverpb::Compare::CREATE: return CompareInt(c.result(), kv.create_revision(), c.create_revision());
-    case etcdserverpb::Compare::MOD: return CompareInt(c.result(), kv.mod_revision(), c.mod_revision());
-    case etcdserverpb::Compare::VERSION: return CompareInt(c.result(), kv.version(), c.version());
-    case etcdserverpb::Compare::LEASE: return CompareInt(c.result(), kv.lease(), c.lease());
-    default: return false;
+    case etcdserverpb::Compare::VALUE:
+      return CompareInt(c.result(), kv.value(), c.value());
+    case etcdserverpb::Compare::CREATE:
+      return CompareInt(c.result(), kv.create_revision(), c.create_revision());
+    case etcdserverpb::Compare::MOD:
+      return CompareInt(c.result(), kv.mod_revision(), c.mod_revision());
+    case etcdserverpb::Compare::VERSION:
+      return CompareInt(c.result(), kv.version(), c.version());
+    case etcdserverpb::Compare::LEASE:
+      return CompareInt(c.result(), kv.lease(), c.lease());
+    default:
+      return false;
   }
 }
 

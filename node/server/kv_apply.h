@@ -40,30 +40,51 @@ grpc::Status DoRange(Reader& reader, const etcdserverpb::RangeRequest& r,
   auto rr = reader.Range(r.key(), r.range_end(), opts);
   if (!rr.ok()) return ToGrpc(rr.status());
   auto& kvs = rr->kvs;
-  auto prune = [&](auto drop) { kvs.erase(std::remove_if(kvs.begin(), kvs.end(), drop), kvs.end()); };
-  if (r.max_mod_revision() != 0) prune([&](const auto& kv) { return kv.mod_revision() > r.max_mod_revision(); });
-  if (r.min_mod_revision() != 0) prune([&](const auto& kv) { return kv.mod_revision() < r.min_mod_revision(); });
-  if (r.max_create_revision() != 0) prune([&](const auto& kv) { return kv.create_revision() > r.max_create_revision(); });
-  if (r.min_create_revision() != 0) prune([&](const auto& kv) { return kv.create_revision() < r.min_create_revision(); });
+  auto prune = [&](auto drop) {
+    kvs.erase(std::remove_if(kvs.begin(), kvs.end(), drop), kvs.end());
+  };
+  if (r.max_mod_revision() != 0)
+    prune([&](const auto& kv) { return kv.mod_revision() > r.max_mod_revision(); });
+  if (r.min_mod_revision() != 0)
+    prune([&](const auto& kv) { return kv.mod_revision() < r.min_mod_revision(); });
+  if (r.max_create_revision() != 0)
+    prune([&](const auto& kv) { return kv.create_revision() > r.max_create_revision(); });
+  if (r.min_create_revision() != 0)
+    prune([&](const auto& kv) { return kv.create_revision() < r.min_create_revision(); });
   auto order = r.sort_order();
   // Results come sorted by key; other targets sort ascending unless told otherwise (etcd).
-  if (r.sort_target() != etcdserverpb::RangeRequest::KEY && order == etcdserverpb::RangeRequest::NONE) {
+  if (r.sort_target() != etcdserverpb::RangeRequest::KEY &&
+      order == etcdserverpb::RangeRequest::NONE) {
     order = etcdserverpb::RangeRequest::ASCEND;
   }
   if (order != etcdserverpb::RangeRequest::NONE) {
     std::function<bool(const mvccpb::KeyValue&, const mvccpb::KeyValue&)> less;
     switch (r.sort_target()) {
-      case etcdserverpb::RangeRequest::KEY: less = [](const auto& a, const auto& b) { return a.key() < b.key(); }; break;
-      case etcdserverpb::RangeRequest::VERSION: less = [](const auto& a, const auto& b) { return a.version() < b.version(); }; break;
-      case etcdserverpb::RangeRequest::CREATE: less = [](const auto& a, const auto& b) { return a.create_revision() < b.create_revision(); }; break;
-      case etcdserverpb::RangeRequest::MOD: less = [](const auto& a, const auto& b) { return a.mod_revision() < b.mod_revision(); }; break;
-      case etcdserverpb::RangeRequest::VALUE: less = [](const auto& a, const auto& b) { return a.value() < b.value(); }; break;
-      default: break;
+      case etcdserverpb::RangeRequest::KEY:
+        less = [](const auto& a, const auto& b) { return a.key() < b.key(); };
+        break;
+      case etcdserverpb::RangeRequest::VERSION:
+        less = [](const auto& a, const auto& b) { return a.version() < b.version(); };
+        break;
+      case etcdserverpb::RangeRequest::CREATE:
+        less = [](const auto& a, const auto& b) {
+          return a.create_revision() < b.create_revision();
+        };
+        break;
+      case etcdserverpb::RangeRequest::MOD:
+        less = [](const auto& a, const auto& b) { return a.mod_revision() < b.mod_revision(); };
+        break;
+      case etcdserverpb::RangeRequest::VALUE:
+        less = [](const auto& a, const auto& b) { return a.value() < b.value(); };
+        break;
+      default:
+        break;
     }
     if (less) {
       // Stable, so ties keep key order, as Go's sort does for the small inputs etcd sorts.
       if (order == etcdserverpb::RangeRequest::DESCEND) {
-        std::stable_sort(kvs.begin(), kvs.end(), [&](const auto& a, const auto& b) { return less(b, a); });
+        std::stable_sort(kvs.begin(), kvs.end(),
+                         [&](const auto& a, const auto& b) { return less(b, a); });
       } else {
         std::stable_sort(kvs.begin(), kvs.end(), less);
       }

@@ -1,11 +1,11 @@
 // etcd's KV semantics on the store: txn validation, compares, nested txns, range options.
 #include "node/server/kv_apply.h"
 
-#include "common/temp_dir.h"
-
 #include <gtest/gtest.h>
 
 #include <filesystem>
+
+#include "common/temp_dir.h"
 
 namespace meridian::server {
 namespace {
@@ -41,7 +41,8 @@ class KvApplyTest : public ::testing::Test {
 
 TEST_F(KvApplyTest, CheckTxnLimitsAndDuplicates) {
   etcdserverpb::TxnRequest r;
-  for (int i = 0; i < 5; ++i) r.add_success()->mutable_request_put()->set_key("k" + std::to_string(i));
+  for (int i = 0; i < 5; ++i)
+    r.add_success()->mutable_request_put()->set_key("k" + std::to_string(i));
   EXPECT_EQ(CheckTxn(r, 4).error_message(), "etcdserver: too many operations in txn request");
   EXPECT_TRUE(CheckTxn(r, 5).ok());
   r.add_success()->mutable_request_put()->set_key("k1");

@@ -6,6 +6,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -220,11 +221,19 @@ class KeepAliveReactor final
     if (!s_->is_leader() && s_->leader() != 0) {
       // Only the leader's lessor counts (it expires leases): renew there.
       int64_t id = req_.id();
-      s_->lease_forwarder()->Renew(id, [this, id](int64_t ttl) {
+      {
+        // Counted before the renewal is queued: the reactor must outlive its answer.
+        std::lock_guard<std::mutex> lock(mu_);
+        ++forwarding_;
+      }
+      s_->leader_forwarder()->RenewLease(id, [this, id](std::optional<int64_t> leader_ttl) {
         etcdserverpb::LeaseKeepAliveResponse r;
         r.set_id(id);
-        r.set_ttl(ttl);
-        s_->lessor()->Renew(id);
+        // TTL 0 tells a client its lease is gone for good, so it is sent only when the leader
+        // said so; if the leader could not be asked, this member's own table answers and the
+        // client's next keepalive tries the leader again.
+        auto local = s_->lessor()->Renew(id);
+        r.set_ttl(leader_ttl ? *leader_ttl : local.value_or(0));
         s_->FillHeader(r.mutable_header(), s_->store()->rev());
         std::lock_guard<std::mutex> lock(mu_);
         if (queue_.size() >= kMaxQueued) queue_.pop_front();
@@ -233,10 +242,6 @@ class KeepAliveReactor final
         --forwarding_;
         MaybeFinishLocked();
       });
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        ++forwarding_;
-      }
       StartRead(&req_);
       return;
     }

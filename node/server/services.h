@@ -2,11 +2,11 @@
 // a gRPC thread on the log; they finish when the apply step completes their proposal.
 #pragma once
 
-#include <memory>
-#include <vector>
-
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/impl/codegen/service_type.h>
+
+#include <memory>
+#include <vector>
 
 namespace meridian::server {
 

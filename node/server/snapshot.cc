@@ -1,7 +1,6 @@
 #include "node/server/snapshot.h"
 
 #include <map>
-
 #include <nlohmann/json.hpp>
 
 #include "leasepb/lease.pb.h"
@@ -81,8 +80,8 @@ absl::Status WriteEtcdSnapshot(const EtcdServer& server, const mvcc::ReadView& v
   // bbolt buckets are sorted by key: members in id (hex) order.
   std::map<std::string, std::string> members;
   for (const Member& m : server.Members()) {
-    nlohmann::json member = {{"id", m.id}, {"peerURLs", m.peer_urls}, {"name", m.name},
-                             {"clientURLs", m.client_urls}};
+    nlohmann::json member = {
+        {"id", m.id}, {"peerURLs", m.peer_urls}, {"name", m.name}, {"clientURLs", m.client_urls}};
     if (m.is_learner) member["isLearner"] = true;
     members[HexId(m.id)] = member.dump();
   }
