@@ -117,6 +117,8 @@ class EtcdServer {
   uint64_t committed_index() const { return committed_index_.load(); }
   uint64_t applied_index() const { return store_->consistent_index(); }
   std::vector<Member> Members() const;
+  // The members as etcd's protobuf records (MemberList and membership change responses).
+  void FillMembers(google::protobuf::RepeatedPtrField<etcdserverpb::Member>* out) const;
   std::optional<Member> FindMember(uint64_t id) const;
   uint64_t NextRequestId();
   std::vector<etcdserverpb::AlarmMember> Alarms() const;
@@ -184,7 +186,6 @@ class EtcdServer {
   void CompleteReads(uint64_t applied);
   void FailAll(const grpc::Status& status);
   void Complete(std::vector<std::pair<Done, grpc::Status>> completions);
-  void FillMembers(google::protobuf::RepeatedPtrField<etcdserverpb::Member>* out) const;
   void ProposeConfChange(raft::ConfChange cc, etcdserverpb::Member member,
                          google::protobuf::Message* response, Done done);
   std::chrono::steady_clock::time_point RequestDeadline() const;

@@ -373,14 +373,7 @@ class ClusterService final : public etcdserverpb::Cluster::CallbackService {
 
   ServerUnaryReactor* MemberList(CallbackServerContext* ctx, const etcdserverpb::MemberListRequest*,
                                  etcdserverpb::MemberListResponse* resp) override {
-    for (const auto& m : s_->Members()) {
-      auto* out = resp->add_members();
-      out->set_id(m.id);
-      out->set_name(m.name);
-      for (const auto& u : m.peer_urls) out->add_peerurls(u);
-      for (const auto& u : m.client_urls) out->add_clienturls(u);
-      out->set_islearner(m.is_learner);
-    }
+    s_->FillMembers(resp->mutable_members());
     s_->FillHeader(resp->mutable_header(), 0);  // etcd's member list header has no revision
     return FinishNow(ctx, grpc::Status::OK);
   }
