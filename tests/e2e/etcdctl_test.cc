@@ -935,7 +935,16 @@ TEST_F(NospaceTest, AlarmTripsAndRecovers) {
   EXPECT_EQ(read.stdout_text, value + "\n");
   CommandResult del = Ctl({"del", "ns/", "--prefix"});
   ASSERT_TRUE(Succeeded(del));
-  EXPECT_EQ(del.stdout_text, absl::StrCat(written, "\n"));
+  if (ServerKindFromEnv() == ServerKind::kEtcd) {
+    // Observed with etcd 3.4.23 (2 of about 10 runs): the put answered with NOSPACE was applied
+    // all the same (its quota check at apply time raced with the alarm), so one key more than
+    // acknowledged can exist. Meridian refuses that put before proposing it: exact count below.
+    EXPECT_TRUE(del.stdout_text == absl::StrCat(written, "\n") ||
+                del.stdout_text == absl::StrCat(written + 1, "\n"))
+        << del.stdout_text << " after " << written << " acknowledged puts";
+  } else {
+    EXPECT_EQ(del.stdout_text, absl::StrCat(written, "\n"));
+  }
   EXPECT_TRUE(FailedWith(Ctl({"put", "ns/tiny", "t"}), 1, nospace)) << "alarm is sticky";
 
   // Recovery: compact + defrag shrink the backend, then disarm.
