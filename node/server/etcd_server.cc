@@ -870,8 +870,40 @@ void EtcdServer::ProposeConfChange(raft::ConfChange cc, etcdserverpb::Member mem
   raft_cv_.notify_one();
 }
 
+void EtcdServer::ForwardToLeader(
+    Done done,
+    std::function<grpc::Status(etcdserverpb::Cluster::Stub*, grpc::ClientContext*)> call) {
+  if (leader_.load() == raft::kNone) {
+    done(ErrNoLeader());
+    return;
+  }
+  leader_forwarder_->Submit([done = std::move(done),
+                             call = std::move(call)](const std::shared_ptr<grpc::Channel>& leader) {
+    if (!leader) {
+      done(ErrNoLeader());
+      return;
+    }
+    auto stub = etcdserverpb::Cluster::NewStub(leader);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    done(call(stub.get(), &ctx));
+  });
+}
+
 void EtcdServer::AddMember(std::vector<std::string> peer_urls, bool is_learner,
                            etcdserverpb::MemberAddResponse* resp, Done done) {
+  if (!is_leader()) {
+    // The leader checks against the membership it is about to change (duplicate URLs, learner
+    // count, --strict-reconfig-check): forward, as etcd does.
+    etcdserverpb::MemberAddRequest req;
+    for (const auto& u : peer_urls) req.add_peerurls(u);
+    req.set_islearner(is_learner);
+    ForwardToLeader(std::move(done),
+                    [req, resp](etcdserverpb::Cluster::Stub* stub, grpc::ClientContext* ctx) {
+                      return stub->MemberAdd(ctx, req, resp);
+                    });
+    return;
+  }
   if (peer_urls.empty()) {
     done(ErrMemberBadURLs());
     return;
@@ -918,6 +950,15 @@ void EtcdServer::AddMember(std::vector<std::string> peer_urls, bool is_learner,
 }
 
 void EtcdServer::RemoveMember(uint64_t id, etcdserverpb::MemberRemoveResponse* resp, Done done) {
+  if (!is_leader()) {
+    etcdserverpb::MemberRemoveRequest req;
+    req.set_id(id);
+    ForwardToLeader(std::move(done),
+                    [req, resp](etcdserverpb::Cluster::Stub* stub, grpc::ClientContext* ctx) {
+                      return stub->MemberRemove(ctx, req, resp);
+                    });
+    return;
+  }
   if (!FindMember(id)) {
     done(ErrMemberNotFound());
     return;
@@ -942,23 +983,12 @@ void EtcdServer::PromoteMember(uint64_t id, etcdserverpb::MemberPromoteResponse*
   }
   if (!is_leader()) {
     // Only the leader knows how far the learner got: ask it, as etcd does.
-    if (leader_.load() == raft::kNone) {
-      done(ErrNoLeader());
-      return;
-    }
-    leader_forwarder_->Submit(
-        [id, resp, done = std::move(done)](const std::shared_ptr<grpc::Channel>& leader) {
-          if (!leader) {
-            done(ErrNoLeader());
-            return;
-          }
-          auto stub = etcdserverpb::Cluster::NewStub(leader);
-          grpc::ClientContext ctx;
-          ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-          etcdserverpb::MemberPromoteRequest req;
-          req.set_id(id);
-          done(stub->MemberPromote(&ctx, req, resp));
-        });
+    etcdserverpb::MemberPromoteRequest req;
+    req.set_id(id);
+    ForwardToLeader(std::move(done),
+                    [req, resp](etcdserverpb::Cluster::Stub* stub, grpc::ClientContext* ctx) {
+                      return stub->MemberPromote(ctx, req, resp);
+                    });
     return;
   }
   raft::ConfChange cc;

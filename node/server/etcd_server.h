@@ -31,6 +31,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/metrics.h"
+#include "etcdserverpb/rpc.grpc.pb.h"
 #include "etcdserverpb/rpc.pb.h"
 #include "meridian/internal.pb.h"
 #include "node/lease/lessor.h"
@@ -186,6 +187,11 @@ class EtcdServer {
   void CompleteReads(uint64_t applied);
   void FailAll(const grpc::Status& status);
   void Complete(std::vector<std::pair<Done, grpc::Status>> completions);
+  // Runs a Cluster call at the leader (for a follower that received it) and answers with its
+  // status; the call fills the caller's response.
+  void ForwardToLeader(
+      Done done,
+      std::function<grpc::Status(etcdserverpb::Cluster::Stub*, grpc::ClientContext*)> call);
   void ProposeConfChange(raft::ConfChange cc, etcdserverpb::Member member,
                          google::protobuf::Message* response, Done done);
   std::chrono::steady_clock::time_point RequestDeadline() const;

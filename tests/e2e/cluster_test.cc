@@ -112,8 +112,12 @@ TEST(ClusterTest, MembershipChangesStatusAndMoveLeader) {
   auto unknown = c.Ctl(0, {"member", "remove", "1234abcd"});
   EXPECT_NE(unknown.exit_code, 0);
   EXPECT_NE(unknown.stderr_text.find("member not found"), std::string::npos) << unknown.stderr_text;
-  // Remove the new member; it stops itself, as etcd does.
-  auto rm = c.Ctl(0, {"member", "remove", hex});
+  // Remove the new member through a follower (which forwards it to the leader, as etcd's
+  // does); the removed member stops itself, as etcd does.
+  auto leader_now = c.LeaderIndex(5000);
+  ASSERT_TRUE(leader_now.ok());
+  int via = *leader_now == 0 ? 1 : 0;
+  auto rm = c.Ctl(via, {"member", "remove", hex});
   EXPECT_EQ(rm.exit_code, 0) << rm.stderr_text;
   EXPECT_NE(rm.stdout_text.find("removed"), std::string::npos) << rm.stdout_text;
   EXPECT_TRUE(WaitUntil([&] { return !c.Running(l); }, 10000));
