@@ -320,6 +320,29 @@ absl::Status EtcdServer::InitIdentity(const std::vector<Member>& initial, bool* 
   return LoadMembership();
 }
 
+// The lease table and the alarms, as the store holds them (at start-up, and after a snapshot
+// replaced the store).
+absl::Status EtcdServer::LoadLeasesAndAlarms() {
+  auto leases = store_->View()->Leases();
+  if (!leases.ok()) return leases.status();
+  for (int64_t id : lessor_->Ids()) lessor_->Revoke(id);
+  for (const auto& l : *leases) lessor_->Grant(l.id, l.ttl_seconds);
+  auto records = store_->ScanMeta(kMetaAlarmPrefix);
+  if (!records.ok()) return records.status();
+  std::vector<etcdserverpb::AlarmMember> alarms;
+  bool nospace = false;
+  for (const auto& [k, v] : *records) {
+    etcdserverpb::AlarmMember m;
+    if (!m.ParseFromString(v)) return absl::DataLossError(absl::StrCat("bad alarm record ", k));
+    nospace |= m.alarm() == etcdserverpb::NOSPACE;
+    alarms.push_back(std::move(m));
+  }
+  std::lock_guard<std::mutex> lock(alarm_mu_);
+  alarms_ = std::move(alarms);
+  nospace_ = nospace;
+  return absl::OkStatus();
+}
+
 absl::Status EtcdServer::LoadMembership() {
   auto recs = store_->ScanMeta(kMetaMemberPrefix);
   if (!recs.ok()) return recs.status();
@@ -429,21 +452,7 @@ absl::Status EtcdServer::Init() {
     auto t = peer::PeerUrlToTarget(m->client_urls[0]);
     return t.ok() ? *t : "";
   });
-  {
-    auto leases = store_->View()->Leases();
-    if (!leases.ok()) return leases.status();
-    for (const auto& l : *leases) lessor_->Grant(l.id, l.ttl_seconds);
-  }
-  {
-    auto alarms = store_->ScanMeta(kMetaAlarmPrefix);
-    if (!alarms.ok()) return alarms.status();
-    for (const auto& [k, v] : *alarms) {
-      etcdserverpb::AlarmMember m;
-      if (!m.ParseFromString(v)) return absl::DataLossError("bad alarm record");
-      if (m.alarm() == etcdserverpb::NOSPACE) nospace_ = true;
-      alarms_.push_back(m);
-    }
-  }
+  if (auto st = LoadLeasesAndAlarms(); !st.ok()) return st;
 
   mvcc::WatchHubOptions wo;
   wo.fill_header = [this](etcdserverpb::ResponseHeader* h, int64_t rev) { FillHeader(h, rev); };
@@ -506,7 +515,6 @@ absl::Status EtcdServer::Init() {
   hs.commit = std::min(hs.commit, raft_storage_.LastIndex());
   hs.term = std::max(hs.term, ci_term);
   raft_storage_.SetHardState(hs);
-  last_handed_index_ = ci;
   applied_term_ = ci_term;
 
   raft::Config rc;
@@ -1349,7 +1357,6 @@ void EtcdServer::HandleReady(raft::Ready rd) {
         }
       }
     }
-    last_handed_index_ = e.index;
     batch.push_back(std::move(ae));
   }
   if (!rd.read_states.empty()) {
@@ -1462,25 +1469,8 @@ absl::Status EtcdServer::InstallSnapshot(const raft::Snapshot& snap) {
   if (auto t = store_->GetMeta(kMetaAppliedTerm); t.ok() && t->has_value() && (*t)->size() == 8) {
     applied_term_ = mvcc::GetBigEndian64(**t);
   }
-  last_handed_index_ = std::max(index, store_->consistent_index());
   // Everything derived from the store follows it.
-  if (auto leases = store_->View()->Leases(); leases.ok()) {
-    for (int64_t id : lessor_->Ids()) lessor_->Revoke(id);
-    for (const auto& l : *leases) lessor_->Grant(l.id, l.ttl_seconds);
-  }
-  if (auto alarms = store_->ScanMeta(kMetaAlarmPrefix); alarms.ok()) {
-    std::lock_guard<std::mutex> lock(alarm_mu_);
-    alarms_.clear();
-    bool nospace = false;
-    for (const auto& [k, v] : *alarms) {
-      etcdserverpb::AlarmMember m;
-      if (m.ParseFromString(v)) {
-        nospace |= m.alarm() == etcdserverpb::NOSPACE;
-        alarms_.push_back(m);
-      }
-    }
-    nospace_ = nospace;
-  }
+  if (auto s = LoadLeasesAndAlarms(); !s.ok()) return s;
   if (auto s = LoadMembership(); !s.ok()) return s;
   SyncPeers();
   watch_hub_->Resync(store_->rev());

@@ -161,6 +161,7 @@ class EtcdServer {
   [[nodiscard]] absl::Status Init();
   [[nodiscard]] absl::Status InitIdentity(const std::vector<Member>& initial, bool* bootstrap_new);
   [[nodiscard]] absl::Status LoadMembership();
+  [[nodiscard]] absl::Status LoadLeasesAndAlarms();
   void SyncPeers();
 
   void RaftLoop();
@@ -212,7 +213,6 @@ class EtcdServer {
   // Raft thread only.
   raft::MemoryStorage raft_storage_;
   std::unique_ptr<raft::RawNode> node_;
-  uint64_t last_handed_index_ = 0;                      // last index given to the apply thread
   std::map<uint64_t, raft::ConfState> conf_at_;         // membership after each recent conf change
   raft::ConfState base_conf_;                           // membership before conf_at_'s first entry
   std::map<uint64_t, std::string> received_snapshots_;  // snapshot index -> image file
