@@ -7,19 +7,24 @@ workload with meridian-bench against both alternately (A B A B ...), repeated, a
 medians of throughput, p99 latency and peak RSS (VmHWM of the server processes, reset before each
 run through /proc/<pid>/clear_refs) with the ratio Meridian / etcd. Then memory steps on fresh
 single members: RSS per 10,000 idle watchers (one stream, many streams) and per 1M keys of 256-byte
-values.
+values. Watch fan-out runs at 1,000 (`watch`) and 10,000 (`watch-10k`) watchers.
 
 Writes <out-dir>/benchmarks.md (table, date, machine, command), benchmarks.csv (medians),
 benchmarks-runs.csv (every run) and benchmarks.png (gnuplot). Topologies whose binary or flag
 does not exist yet are skipped with a message saying why.
 
-  python3 bench/compare.py            # defaults: about 6 minutes on 2 cores
-  python3 bench/compare.py --quick    # about 1.5 minutes
+  python3 bench/compare.py            # defaults: about 7 minutes on 2 cores
+  python3 bench/compare.py --quick    # about 2 minutes
   python3 bench/compare.py --quick --topologies three --no-memory --out-dir /tmp/cmp
 
 Three members: three members per server on their own ports and data dirs, loaded once all are
 healthy and agree on a leader; meridian-bench gets all three client endpoints. Peak RSS is the
 sum over the members.
+
+Proxy: one member behind each one's proxy (etcd behind `etcd grpc-proxy start`, meridian-node
+behind meridian-proxy), loaded through the proxy's address only; peak RSS of the member and of
+the proxy are reported separately. Skipped (with the reason) only when meridian-proxy is not
+built.
 
 Binaries: --node-bin / $MERIDIAN_NODE_BIN (default build/bin/meridian-node), --bench-bin /
 $MERIDIAN_BENCH_BIN (default build/bin/meridian-bench), --proxy-bin / $MERIDIAN_PROXY_BIN
@@ -178,7 +183,14 @@ class Cluster:
         return "Meridian" if self.kind == "meridian" else "etcd"
 
     def pids(self):
-        return [p.pid for p in self.members] + ([self.proxy.pid] if self.proxy else [])
+        """Every process of the topology: members, then the proxy."""
+        return self.server_pids() + self.proxy_pids()
+
+    def server_pids(self):
+        return [p.pid for p in self.members]
+
+    def proxy_pids(self):
+        return [self.proxy.pid] if self.proxy else []
 
     def member_argv(self, name, client, peer, cluster):
         binary = self.bins["etcd"] if self.kind == "etcd" else self.bins["node"]
@@ -226,16 +238,20 @@ class Cluster:
             self.start_proxy(member_eps)
 
     def start_proxy(self, member_eps):
+        """Starts the proxy in front of the member(s) on a free port and waits until `etcdctl
+        endpoint health` through it succeeds; from then on the load goes to the proxy only."""
         listen = f"127.0.0.1:{free_port()}"
         if self.kind == "etcd":
+            # --data-dir: grpc-proxy would otherwise create ./default.proxy in the working dir.
             argv = [self.bins["etcd"], "grpc-proxy", "start", "--endpoints",
-                    ",".join(member_eps), "--listen-addr", listen]
+                    ",".join(member_eps), "--listen-addr", listen,
+                    "--advertise-client-url", listen,
+                    "--data-dir", os.path.join(self.dir, "proxy.data")]
         else:
             proxy = self.bins["proxy"]
-            if not (proxy and os.access(proxy, os.X_OK)):
-                self.stop()
-                raise Skip(f"meridian-proxy is not built yet (looked for {proxy})")
-            # The proxy is expected to take etcd grpc-proxy's flags; MERIDIAN_PROXY_ARGS overrides.
+            if not proxy_built(proxy):
+                raise Skip(missing_proxy_message(proxy))
+            # meridian-proxy's command line (MERIDIAN_PROXY_ARGS overrides the template).
             template = os.environ.get("MERIDIAN_PROXY_ARGS",
                                       "--endpoints={endpoints} --listen-addr={listen}")
             argv = [proxy] + shlex.split(
@@ -243,9 +259,10 @@ class Cluster:
         self.proxy = Proc(argv, os.path.join(self.dir, "proxy.log"))
         if not self.wait_healthy([listen], 20):
             why = tail(self.proxy.log_path)
-            if self.kind == "meridian":
-                raise Skip(f"meridian-proxy did not serve with etcd grpc-proxy's flags ({why})")
-            raise Failed(f"etcd grpc-proxy did not start: {why}")
+            state = "exited" if not self.proxy.alive() else "not healthy after 20 s"
+            name = "etcd grpc-proxy" if self.kind == "etcd" else "meridian-proxy"
+            raise Failed(f"{name} in front of {','.join(member_eps)} {state}"
+                         + (f"; log: {why}" if why else ""))
         self.endpoints = [listen]
 
     def etcdctl(self, endpoints, *cmd):
@@ -302,6 +319,15 @@ class Cluster:
                          f"(code {dead[0].p.returncode}): {tail(dead[0].log_path)}")
 
 
+def proxy_built(path):
+    return bool(path) and os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def missing_proxy_message(path):
+    return (f"meridian-proxy is not built (no executable at {path}); build it with `cmake --build "
+            f"build --target meridian-proxy` or pass --proxy-bin / MERIDIAN_PROXY_BIN")
+
+
 def workloads(args):
     """name -> (meridian-bench arguments, uses --duration, what the throughput column counts)."""
     c = str(args.clients)
@@ -324,6 +350,11 @@ def workloads(args):
         "watch": (["watch", "--watchers", "100" if q else "1000", "--streams", "10", "--puts",
                    "200", "--clients", "10", "--conns", conns, "--val-size", "256"], False,
                   "events/s"),
+        # Fan-out at 10,000 watchers (100 per stream, as above); fewer puts keep the run short:
+        # 10,000 x 50 = 500,000 events.
+        "watch-10k": (["watch", "--watchers", "10000", "--streams", "100", "--puts", "50",
+                       "--clients", "10", "--conns", conns, "--val-size", "256"], False,
+                      "events/s"),
         "watch-latency": (["watch-latency", "--watchers", "10", "--streams", "10", "--puts",
                            str(int(100 * args.duration)), "--rate", "100"], False, "events/s"),
         "lease-keepalive": (["lease-keepalive", *common], True, "req/s"),
@@ -333,8 +364,8 @@ def workloads(args):
     return w
 
 
-DEFAULT_WORKLOADS = ["put", "range-l", "range-s", "txn-put", "delete", "watch", "watch-latency",
-                     "lease-keepalive", "k8s"]
+DEFAULT_WORKLOADS = ["put", "range-l", "range-s", "txn-put", "delete", "watch", "watch-10k",
+                     "watch-latency", "lease-keepalive", "k8s"]
 QUICK_WORKLOADS = ["put", "range-l", "range-s", "watch", "k8s"]
 # The multi-process topologies run the core subset to stay within the time budget.
 SUBSET_WORKLOADS = ["put", "range-l", "range-s", "watch", "k8s"]
@@ -382,6 +413,11 @@ def run_topology(topology, names, args, bins, workdir, runs, summary):
     Returns None, or ("skipped" | "failed", why); every process started is stopped on return."""
     log(f"== topology {topology}")
     clusters = {}
+    if topology == "proxy" and not proxy_built(bins["proxy"]):
+        # Checked before etcd starts: half a comparison is not worth its minutes.
+        why = missing_proxy_message(bins["proxy"])
+        log(f"   skipped: {why}")
+        return "skipped", why
     try:
         for kind in ("etcd", "meridian"):
             c = Cluster(kind, topology, bins, workdir)
@@ -401,11 +437,13 @@ def run_topology(topology, names, args, bins, workdir, runs, summary):
                     hwm_ok = all(reset_hwm(pid) for pid in c.pids())
                     timeout = int(args.duration * 10 + 120)
                     res, err = run_bench(bins["bench"], argv, c.endpoints, timeout, extra)
-                    hwm = sum(proc_status_kb(pid, "VmHWM") or 0 for pid in c.pids())
+                    hwm = sum(proc_status_kb(pid, "VmHWM") or 0 for pid in c.server_pids())
+                    proxy_hwm = (sum(proc_status_kb(pid, "VmHWM") or 0 for pid in c.proxy_pids())
+                                 if c.proxy else None)
                     row = {"topology": topology, "workload": name, "server": kind, "rep": rep,
                            "qps": None, "p50_ms": None, "p99_ms": None, "max_ms": None,
-                           "errors": None, "peak_rss_kb": hwm, "hwm_reset": hwm_ok,
-                           "elapsed_s": None, "note": err}
+                           "errors": None, "peak_rss_kb": hwm, "proxy_peak_rss_kb": proxy_hwm,
+                           "hwm_reset": hwm_ok, "elapsed_s": None, "note": err}
                     if res:
                         lat = res["latency_ms"]
                         row.update(qps=res["qps"], p50_ms=lat["p50"], p99_ms=lat["p99"],
@@ -424,15 +462,18 @@ def run_topology(topology, names, args, bins, workdir, runs, summary):
                     per[kind].append(row)
                     log(f"   {name:16s} {kind:8s} rep {rep}: {fmt(row['qps'])} {unit}, p99 "
                         f"{fmt(row['p99_ms'], 2)} ms, peak RSS {hwm / MIB:.0f} MiB"
+                        + (f" (proxy {proxy_hwm / MIB:.0f} MiB)" if c.proxy else "")
                         + (f"  [{row['note']}]" if row["note"] else ""))
             e, m = per["etcd"], per["meridian"]
             s = {"topology": topology, "workload": name, "unit": unit}
-            for key in ("qps", "p99_ms", "peak_rss_kb"):
+            for key in ("qps", "p99_ms", "peak_rss_kb", "proxy_peak_rss_kb"):
                 s[f"etcd_{key}"] = median([r[key] for r in e])
                 s[f"meridian_{key}"] = median([r[key] for r in m])
             s["qps_ratio"] = ratio(s["meridian_qps"], s["etcd_qps"])
             s["p99_ratio"] = ratio(s["meridian_p99_ms"], s["etcd_p99_ms"])
             s["rss_ratio"] = ratio(s["meridian_peak_rss_kb"], s["etcd_peak_rss_kb"])
+            s["proxy_rss_ratio"] = ratio(s["meridian_proxy_peak_rss_kb"],
+                                         s["etcd_proxy_peak_rss_kb"])
             s["etcd_errors"] = sum(r["errors"] or 0 for r in e)
             s["meridian_errors"] = sum(r["errors"] or 0 for r in m)
             s["failed_runs"] = sum(1 for r in e + m if r["qps"] is None)
@@ -473,7 +514,7 @@ def memory_steps(args, bins, workdir):
             try:
                 c.start()
                 time.sleep(1.0)  # let start-up allocations settle before the baseline
-                pid = c.pids()[0]
+                pid = c.server_pids()[0]
                 res, err = run_bench(bins["bench"], argv, c.endpoints, 600,
                                      ["--rss-pid", str(pid)])
                 if res and res["error_count"] == 0 and res["server_rss_after_kb"] > 0:
@@ -523,7 +564,7 @@ def version(argv):
 def write_csvs(out_dir, runs, summary):
     with open(os.path.join(out_dir, "benchmarks-runs.csv"), "w", newline="") as f:
         cols = ["topology", "workload", "server", "rep", "qps", "p50_ms", "p99_ms", "max_ms",
-                "errors", "peak_rss_kb", "hwm_reset", "elapsed_s", "note"]
+                "errors", "peak_rss_kb", "proxy_peak_rss_kb", "hwm_reset", "elapsed_s", "note"]
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for r in runs:
@@ -531,8 +572,9 @@ def write_csvs(out_dir, runs, summary):
     with open(os.path.join(out_dir, "benchmarks.csv"), "w", newline="") as f:
         cols = ["topology", "workload", "unit", "etcd_qps", "meridian_qps", "qps_ratio",
                 "etcd_p99_ms", "meridian_p99_ms", "p99_ratio", "etcd_peak_rss_kb",
-                "meridian_peak_rss_kb", "rss_ratio", "etcd_errors", "meridian_errors",
-                "failed_runs"]
+                "meridian_peak_rss_kb", "rss_ratio", "etcd_proxy_peak_rss_kb",
+                "meridian_proxy_peak_rss_kb", "proxy_rss_ratio", "etcd_errors",
+                "meridian_errors", "failed_runs"]
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         for s in summary:
@@ -545,13 +587,17 @@ def write_chart(out_dir, summary, workdir):
     if not gnuplot or not summary:
         return False
     data = os.path.join(workdir, "ratios.dat")
+    # A fourth bar for the proxy's own peak RSS, only when the proxy topology has figures.
+    with_proxy = any(s.get("proxy_rss_ratio") is not None for s in summary)
     with open(data, "w") as f:
-        f.write("# label throughput p99 rss\n")
+        f.write("# label throughput p99 rss proxy_rss\n")
         for s in summary:
             label = s["workload"] if s["topology"] == "one" else f"{s['workload']}/{s['topology']}"
-            vals = [s["qps_ratio"], s["p99_ratio"], s["rss_ratio"]]
+            vals = [s["qps_ratio"], s["p99_ratio"], s["rss_ratio"], s.get("proxy_rss_ratio")]
             f.write(label + " " + " ".join("NaN" if v is None else f"{v:.4f}" for v in vals)
                     + "\n")
+    proxy_series = ", '' using 5 title \"proxy peak RSS\"" if with_proxy else ""
+    rss_title = "member peak RSS" if with_proxy else "peak RSS"
     png = os.path.join(out_dir, "benchmarks.png")
     script = f"""
 set terminal pngcairo size 1200,600 font ",10"
@@ -568,7 +614,7 @@ set xtics rotate by -30 noenhanced
 set key top left noenhanced
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dashtype 2 lw 2 lc rgb "black" front
 plot "{data}" using 2:xtic(1) title "throughput", '' using 3 title "p99 latency", \\
-     '' using 4 title "peak RSS"
+     '' using 4 title "{rss_title}"{proxy_series}
 """
     r = subprocess.run([gnuplot], input=script, capture_output=True, text=True)
     if r.returncode != 0:
@@ -594,9 +640,18 @@ def render_table(summary, skipped, topo_names, failed=None):
             lines.append("")
             if not any(s["topology"] == topo for s in summary):
                 continue
-        lines.append("| workload | etcd | Meridian | ratio | etcd p99 ms | Meridian p99 ms | ratio "
-                     "| etcd peak RSS MiB | Meridian peak RSS MiB | ratio | notes |")
-        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        # Behind a proxy, the member's and the proxy's peak RSS get their own columns.
+        proxied = topo == "proxy"
+        if proxied:
+            lines.append("| workload | etcd | Meridian | ratio | etcd p99 ms | Meridian p99 ms "
+                         "| ratio | etcd member peak RSS MiB | Meridian member peak RSS MiB "
+                         "| ratio | etcd grpc-proxy peak RSS MiB | meridian-proxy peak RSS MiB "
+                         "| ratio | notes |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        else:
+            lines.append("| workload | etcd | Meridian | ratio | etcd p99 ms | Meridian p99 ms "
+                         "| ratio | etcd peak RSS MiB | Meridian peak RSS MiB | ratio | notes |")
+            lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for s in summary:
             if s["topology"] != topo:
                 continue
@@ -606,13 +661,18 @@ def render_table(summary, skipped, topo_names, failed=None):
             if s["failed_runs"]:
                 notes.append(f"{s['failed_runs']} failed runs")
             rss = lambda v: None if v is None else v / MIB  # noqa: E731
+            proxy_cols = ""
+            if proxied:
+                proxy_cols = (f"{fmt(rss(s.get('etcd_proxy_peak_rss_kb')))} | "
+                              f"{fmt(rss(s.get('meridian_proxy_peak_rss_kb')))} | "
+                              f"{fmt_ratio(s.get('proxy_rss_ratio'))} | ")
             lines.append(
                 f"| {s['workload']} ({s['unit']}) | {fmt(s['etcd_qps'])} | "
                 f"{fmt(s['meridian_qps'])} | {fmt_ratio(s['qps_ratio'])} | "
                 f"{fmt(s['etcd_p99_ms'], 2)} | {fmt(s['meridian_p99_ms'], 2)} | "
                 f"{fmt_ratio(s['p99_ratio'])} | {fmt(rss(s['etcd_peak_rss_kb']))} | "
                 f"{fmt(rss(s['meridian_peak_rss_kb']))} | {fmt_ratio(s['rss_ratio'])} | "
-                f"{'; '.join(notes)} |")
+                f"{proxy_cols}{'; '.join(notes)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -629,7 +689,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="about 1.5 minutes: fewer, shorter runs")
+                    help="about 2 minutes: fewer, shorter runs (watch with 100 watchers, "
+                         "no watch-10k, no 1M-key memory step)")
     ap.add_argument("--reps", type=int, help="repetitions per server (default 3, quick 2)")
     ap.add_argument("--duration", type=float, help="seconds per timed run (default 2, quick 1)")
     ap.add_argument("--clients", type=int, default=100)
@@ -733,12 +794,14 @@ Generated {now} by `{command}` in {elapsed:.0f} s.
   `--quota-backend-bytes {QUOTA_BYTES}`, `--log-level warn`, etcd's `--initial-cluster*` flags),
   and share the CPUs with the load generator. Three members: every member on its own ports and
   data dir, loaded only once all are healthy and agree on a leader; meridian-bench gets all three
-  client endpoints and spreads its connections over them round-robin.
+  client endpoints and spreads its connections over them round-robin. Behind a proxy: one member
+  behind its own proxy (etcd behind `etcd grpc-proxy start`, meridian-node behind
+  meridian-proxy); meridian-bench talks to the proxy's address only.
 - Each workload ran {args.reps} times per server, alternating etcd, Meridian, etcd, Meridian, ...;
   the table shows medians. Ratio = Meridian / etcd: above 1 is better for throughput, below 1 is
   better for p99 latency and memory. Peak RSS is the sum of VmHWM over the servers' processes
-  (all three members in the three-member topology; member and proxy behind the proxy), reset
-  before each run.
+  (all three members in the three-member topology), reset before each run; behind a proxy, the
+  member's and the proxy's peak RSS are in separate columns.
 - Throughput is requests/s, except for the watch workloads, where it is events delivered per second
   and p99 is the put-to-delivery latency.
 

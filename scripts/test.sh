@@ -15,7 +15,7 @@ ctest --test-dir build --output-on-failure -j 2 --timeout 900
 
 if [ "${MERIDIAN_SKIP_SANITIZERS:-0}" != 1 ]; then
   # Unit-level targets only: the e2e suites exercise the same code through processes.
-  ASAN_TARGETS=(mvcc_test wal_test bolt_test common_test server_test raft_test peer_test)
+  ASAN_TARGETS=(mvcc_test wal_test bolt_test common_test server_test raft_test peer_test proxy_unit_test)
   echo "== test: ASan+UBSan"
   MERIDIAN_BUILD_TARGETS="${ASAN_TARGETS[*]}" MERIDIAN_BUILD_DIR=build-asan \
     MERIDIAN_BUILD_TYPE=Debug scripts/setup.sh \

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/duration.h"
 
 namespace meridian::server {
 
@@ -56,8 +57,5 @@ struct ParsedFlags {
 [[nodiscard]] absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
                                                      const std::vector<std::string>& env,
                                                      std::ostream& out);
-
-// Parses etcd durations ("100ms", "5s", "1h30m") into milliseconds.
-[[nodiscard]] absl::StatusOr<int64_t> ParseDurationMs(const std::string& text);
 
 }  // namespace meridian::server

@@ -551,16 +551,35 @@ TEST_F(KvWriteTest, MaintenanceAndStatus) {
   ASSERT_FALSE(mj.is_discarded()) << members.stdout_text;
   ASSERT_EQ(mj["members"].size(), 1u);
   const json& m = mj["members"][0];
+  CommandResult ms = Ctl({"member", "list"});
+  ASSERT_TRUE(Succeeded(ms));
+  const std::string member_url = absl::StrCat("http://", server().server_endpoint());
+  if (Proxied() && m["clientURLs"] != json::array({member_url})) {
+    // Through a proxy, the member list may legitimately describe the proxy instead of the member,
+    // so that clients which sync their endpoints from it (clientv3 AutoSyncInterval) keep going
+    // through the proxy: etcd's grpc-proxy answers with a single made-up member (name = host
+    // name, clientURLs = its --advertise-client-url without a scheme, no ID, no peer URLs, no
+    // response header). The closest meaningful property then: one started, non-learner member,
+    // reachable at the proxy's own address. (A pass-through answer is checked strictly below.)
+    const json& urls = m["clientURLs"];
+    ASSERT_TRUE(urls.is_array() && urls.size() == 1u) << members.stdout_text;
+    EXPECT_TRUE(urls[0] == server().endpoint() || urls[0] == "http://" + server().endpoint())
+        << "the member list through the proxy names neither the member (" << member_url
+        << ") nor the proxy (" << server().endpoint() << "): " << members.stdout_text;
+    EXPECT_FALSE(m.contains("isLearner"));
+    std::regex proxy_line(absl::StrCat("^[0-9a-f]+, started, [^,\n]*, [^,\n]*, (http://)?",
+                                       server().endpoint(), ", false\n$"));
+    EXPECT_TRUE(std::regex_match(ms.stdout_text, proxy_line)) << ms.stdout_text;
+    return;
+  }
   EXPECT_EQ(JsonUint(m, "ID"), JsonUint(mj["header"], "member_id"));
   EXPECT_EQ(m["name"], server().options().name);
   EXPECT_EQ(m["peerURLs"], json::array({absl::StrCat("http://127.0.0.1:", server().peer_port())}));
-  EXPECT_EQ(m["clientURLs"], json::array({absl::StrCat("http://", server().endpoint())}));
+  EXPECT_EQ(m["clientURLs"], json::array({member_url}));
   EXPECT_FALSE(m.contains("isLearner"));
-  CommandResult ms = Ctl({"member", "list"});
-  ASSERT_TRUE(Succeeded(ms));
   std::regex member_line(absl::StrCat("^[0-9a-f]+, started, ", server().options().name,
-                                      ", http://127.0.0.1:", server().peer_port(), ", http://",
-                                      server().endpoint(), ", false\n$"));
+                                      ", http://127.0.0.1:", server().peer_port(), ", ",
+                                      member_url, ", false\n$"));
   EXPECT_TRUE(std::regex_match(ms.stdout_text, member_line)) << ms.stdout_text;
   // The hex id in the simple output is the json member id.
   char hex[32];

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -29,6 +30,9 @@ extern char** environ;
 
 #ifndef MERIDIAN_NODE_BIN
 #define MERIDIAN_NODE_BIN "meridian-node"
+#endif
+#ifndef MERIDIAN_PROXY_BIN
+#define MERIDIAN_PROXY_BIN "meridian-proxy"
 #endif
 
 namespace meridian::e2e {
@@ -58,6 +62,13 @@ std::vector<std::string> ChildEnvironment() {
   }
   env.emplace_back("ETCDCTL_API=3");
   return env;
+}
+
+// `etcdctl endpoint health` against one endpoint, with short timeouts for polling.
+CommandResult HealthCheck(const std::string& endpoint) {
+  return RunCommand({EtcdctlBinary(), absl::StrCat("--endpoints=", endpoint), "--dial-timeout=1s",
+                     "--command-timeout=2s", "endpoint", "health"},
+                    "", 5000);
 }
 
 int MakeMemfd(const char* name) {
@@ -273,6 +284,41 @@ std::string ServerBinary(ServerKind kind) {
   return FindOnPath("etcd");
 }
 
+ProxyKind ProxyKindFromEnv() {
+  const char* value = std::getenv("MERIDIAN_E2E_PROXY");
+  if (value == nullptr || value[0] == '\0') return ProxyKind::kNone;
+  if (std::string_view(value) == "meridian") return ProxyKind::kMeridian;
+  if (std::string_view(value) == "etcd") return ProxyKind::kEtcd;
+  Die(absl::StrCat("MERIDIAN_E2E_PROXY must be 'meridian', 'etcd' or empty, not '", value, "'"));
+}
+
+const char* ProxyKindName(ProxyKind kind) {
+  switch (kind) {
+    case ProxyKind::kMeridian:
+      return "meridian-proxy";
+    case ProxyKind::kEtcd:
+      return "etcd grpc-proxy";
+    case ProxyKind::kNone:
+      break;
+  }
+  return "no proxy";
+}
+
+std::string ProxyBinary(ProxyKind kind) {
+  switch (kind) {
+    case ProxyKind::kMeridian: {
+      const char* value = std::getenv("MERIDIAN_PROXY_BIN");
+      if (value != nullptr && value[0] != '\0') return value;
+      return MERIDIAN_PROXY_BIN;
+    }
+    case ProxyKind::kEtcd:
+      return FindOnPath("etcd");
+    case ProxyKind::kNone:
+      break;
+  }
+  return "";
+}
+
 std::string EtcdctlBinary() {
   const char* value = std::getenv("MERIDIAN_E2E_ETCDCTL");
   if (value != nullptr && value[0] != '\0') return value;
@@ -454,11 +500,23 @@ absl::Status StartEtcdctlWatch(const std::string& endpoint, const std::vector<st
 ServerProcess::ServerProcess(ServerOptions options) : options_(std::move(options)) {
   data_dir_ = absl::StrCat(temp_.path(), "/data");
   log_path_ = absl::StrCat(temp_.path(), "/server.log");
+  proxy_log_path_ = absl::StrCat(temp_.path(), "/proxy.log");
+  proxy_data_dir_ = absl::StrCat(temp_.path(), "/proxy-data");
 }
 
-ServerProcess::~ServerProcess() { Kill(); }
+ServerProcess::~ServerProcess() {
+  KillProxy();
+  Kill();
+}
 
-std::string ServerProcess::endpoint() const { return absl::StrCat("127.0.0.1:", client_port_); }
+std::string ServerProcess::endpoint() const {
+  if (has_proxy()) return absl::StrCat("127.0.0.1:", proxy_port_);
+  return server_endpoint();
+}
+
+std::string ServerProcess::server_endpoint() const {
+  return absl::StrCat("127.0.0.1:", client_port_);
+}
 
 std::vector<std::string> ServerProcess::BuildArgv() const {
   const std::string client_url = absl::StrCat("http://127.0.0.1:", client_port_);
@@ -491,10 +549,7 @@ absl::Status ServerProcess::SpawnAndWait() {
       return absl::UnavailableError(absl::StrCat("server exited with code ", exit_code,
                                                  " during start-up; log tail:\n", LogTail(8192)));
     }
-    CommandResult health =
-        RunCommand({EtcdctlBinary(), absl::StrCat("--endpoints=", endpoint()), "--dial-timeout=1s",
-                    "--command-timeout=2s", "endpoint", "health"},
-                   "", 5000);
+    CommandResult health = HealthCheck(server_endpoint());
     if (health.exit_code == 0) return absl::OkStatus();
     if (ElapsedMs(start) >= options_.start_timeout_ms) {
       Kill();
@@ -514,6 +569,24 @@ absl::Status ServerProcess::Start() {
     return absl::NotFoundError(absl::StrCat(ServerKindName(options_.kind), " binary not found at '",
                                             binary, "' (MERIDIAN_E2E_SERVER=etcd selects etcd)"));
   }
+  if (has_proxy()) {
+    const std::string proxy = ProxyBinary(options_.proxy);
+    if (!IsExecutable(proxy)) {
+      return absl::NotFoundError(absl::StrCat(
+          ProxyKindName(options_.proxy), " binary not found at '", proxy,
+          "' (MERIDIAN_PROXY_BIN overrides it; unset MERIDIAN_E2E_PROXY runs without a proxy)"));
+    }
+    // The server gets new ports below, so a proxy left from an earlier Start() is useless.
+    KillProxy();
+  }
+  absl::Status started = StartServer();
+  if (!started.ok() || !has_proxy()) return started;
+  absl::Status proxied = StartProxy();
+  if (!proxied.ok()) Kill();
+  return proxied;
+}
+
+absl::Status ServerProcess::StartServer() {
   absl::Status last = absl::OkStatus();
   constexpr int kMaxAttempts = 3;
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
@@ -560,7 +633,10 @@ absl::Status ServerProcess::Stop() {
 absl::Status ServerProcess::Restart() {
   absl::Status stopped = Stop();
   if (!stopped.ok()) return stopped;
-  return SpawnAndWait();
+  absl::Status started = SpawnAndWait();
+  if (!started.ok() || !has_proxy()) return started;
+  // The proxy kept running while its member was down; it must find it again by itself.
+  return WaitProxyHealthy(options_.proxy_ready_timeout_ms, /*kill_on_timeout=*/false);
 }
 
 bool ServerProcess::Running() {
@@ -574,7 +650,112 @@ bool ServerProcess::Running() {
 }
 
 std::string ServerProcess::LogTail(size_t max_bytes) const {
-  return ReadFileTail(log_path_, max_bytes);
+  std::string tail = ReadFileTail(log_path_, max_bytes);
+  if (has_proxy()) {
+    absl::StrAppend(&tail, "\n===== ", ProxyKindName(options_.proxy), " log tail (",
+                    proxy_log_path_, ") =====\n", ProxyLogTail(max_bytes));
+  }
+  return tail;
+}
+
+std::string ServerProcess::ProxyLogTail(size_t max_bytes) const {
+  if (!has_proxy()) return "";
+  return ReadFileTail(proxy_log_path_, max_bytes);
+}
+
+std::vector<std::string> ServerProcess::BuildProxyArgv() const {
+  const std::string listen = absl::StrCat("127.0.0.1:", proxy_port_);
+  const std::string metrics = absl::StrCat("http://127.0.0.1:", proxy_metrics_port_);
+  std::vector<std::string> argv;
+  if (options_.proxy == ProxyKind::kEtcd) {
+    // --advertise-client-url is what its member list reports (default 127.0.0.1:23790).
+    argv = {ProxyBinary(options_.proxy), "grpc-proxy", "start",
+            absl::StrCat("--data-dir=", proxy_data_dir_),
+            absl::StrCat("--advertise-client-url=", listen)};
+  } else {
+    argv = {ProxyBinary(options_.proxy)};
+  }
+  argv.push_back(absl::StrCat("--endpoints=", server_endpoint()));
+  argv.push_back(absl::StrCat("--listen-addr=", listen));
+  argv.push_back(absl::StrCat("--metrics-addr=", metrics));
+  argv.insert(argv.end(), options_.proxy_extra_flags.begin(), options_.proxy_extra_flags.end());
+  return argv;
+}
+
+absl::Status ServerProcess::WaitProxyHealthy(int timeout_ms, bool kill_on_timeout) {
+  const auto start = Clock::now();
+  while (true) {
+    if (proxy_pid_ <= 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          ProxyKindName(options_.proxy), " is not running; log tail:\n", ProxyLogTail(8192)));
+    }
+    int exit_code = 0;
+    if (TryReap(proxy_pid_, &exit_code)) {
+      proxy_pid_ = -1;
+      return absl::UnavailableError(absl::StrCat(ProxyKindName(options_.proxy),
+                                                 " exited with code ", exit_code, "; log tail:\n",
+                                                 ProxyLogTail(8192)));
+    }
+    CommandResult health = HealthCheck(endpoint());
+    if (health.exit_code == 0) return absl::OkStatus();
+    if (ElapsedMs(start) >= timeout_ms) {
+      if (kill_on_timeout) KillProxy();
+      return absl::DeadlineExceededError(absl::StrCat(
+          ProxyKindName(options_.proxy), " at ", endpoint(), " not healthy after ", timeout_ms,
+          " ms; last health check: ", health.stdout_text, health.stderr_text, "\nproxy log tail:\n",
+          ProxyLogTail(8192), "\nserver log tail:\n", ReadFileTail(log_path_, 4096)));
+    }
+    SleepMs(100);
+  }
+}
+
+absl::Status ServerProcess::SpawnProxyAndWait() {
+  absl::StatusOr<pid_t> pid = SpawnWithLog(BuildProxyArgv(), proxy_log_path_);
+  if (!pid.ok()) return pid.status();
+  proxy_pid_ = *pid;
+  return WaitProxyHealthy(options_.proxy_ready_timeout_ms, /*kill_on_timeout=*/true);
+}
+
+absl::Status ServerProcess::StartProxy() {
+  absl::Status last = absl::OkStatus();
+  constexpr int kMaxAttempts = 3;
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    absl::StatusOr<uint16_t> listen = PickFreePort();
+    absl::StatusOr<uint16_t> metrics = PickFreePort();
+    if (!listen.ok()) return listen.status();
+    if (!metrics.ok()) return metrics.status();
+    const std::vector<uint16_t> taken = {client_port_, peer_port_, metrics_port_};
+    if (*listen == *metrics ||
+        std::find(taken.begin(), taken.end(), *listen) != taken.end() ||
+        std::find(taken.begin(), taken.end(), *metrics) != taken.end()) {
+      continue;
+    }
+    proxy_port_ = *listen;
+    proxy_metrics_port_ = *metrics;
+    std::error_code ec;
+    std::filesystem::remove_all(proxy_data_dir_, ec);
+    last = SpawnProxyAndWait();
+    if (last.ok()) return last;
+    // Only an early exit (typically EADDRINUSE) is worth retrying with new ports.
+    if (last.code() != absl::StatusCode::kUnavailable) return last;
+  }
+  return last;
+}
+
+bool ServerProcess::ProxyRunning() {
+  if (proxy_pid_ <= 0) return false;
+  int exit_code = 0;
+  if (TryReap(proxy_pid_, &exit_code)) {
+    proxy_pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+void ServerProcess::KillProxy() {
+  if (proxy_pid_ <= 0) return;
+  KillGroupAndReap(proxy_pid_);
+  proxy_pid_ = -1;
 }
 
 bool WaitUntil(const std::function<bool()>& condition, int timeout_ms, int poll_ms) {

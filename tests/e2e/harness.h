@@ -27,6 +27,15 @@ bool ServerKindExplicitlySet();
 const char* ServerKindName(ServerKind kind);
 // Absolute path of the server binary: MERIDIAN_NODE_BIN for meridian, `etcd` looked up on PATH.
 std::string ServerBinary(ServerKind kind);
+// An optional gRPC proxy between the tests and the server: MERIDIAN_E2E_PROXY=meridian runs
+// meridian-proxy, =etcd runs `etcd grpc-proxy start`, unset or empty runs none. Any other value
+// is a fatal error (a typo must not silently test without a proxy).
+enum class ProxyKind { kNone, kMeridian, kEtcd };
+ProxyKind ProxyKindFromEnv();
+const char* ProxyKindName(ProxyKind kind);
+// meridian: MERIDIAN_PROXY_BIN from the environment, else the compile-time MERIDIAN_PROXY_BIN
+// (${CMAKE_BINARY_DIR}/bin/meridian-proxy); etcd: `etcd` on PATH; none: "".
+std::string ProxyBinary(ProxyKind kind);
 // Path of etcdctl (MERIDIAN_E2E_ETCDCTL overrides /usr/bin/etcdctl).
 std::string EtcdctlBinary();
 bool IsExecutable(const std::string& path);
@@ -113,28 +122,46 @@ struct ServerOptions {
   std::vector<std::string> extra_flags;
   int start_timeout_ms = 15000;
   int stop_grace_ms = 5000;
+  // A proxy in front of the server (none by default; ServerSuite in test_util.h takes it from
+  // MERIDIAN_E2E_PROXY). proxy_extra_flags are appended to the proxy's command line.
+  ProxyKind proxy = ProxyKind::kNone;
+  std::vector<std::string> proxy_extra_flags;
+  // How long the proxy may take to pass `etcdctl endpoint health`, at start-up and again after
+  // the server behind it was restarted.
+  int proxy_ready_timeout_ms = 15000;
 };
 
-// One single-member server on 127.0.0.1 with its data dir, ports and log inside a fresh temp dir.
+// One single-member server on 127.0.0.1 with its data dir, ports and log inside a fresh temp dir,
+// optionally behind a proxy (options.proxy) that has its own port and log in the same temp dir.
+// With a proxy, endpoint() (and so Ctl()) is the proxy's address and server_endpoint() the
+// server's own; Kill/Stop/Restart act on the server only and leave the proxy running, as a real
+// proxy must survive its member restarting.
 class ServerProcess {
  public:
   explicit ServerProcess(ServerOptions options);
-  ~ServerProcess();  // always SIGKILLs the process group
+  ~ServerProcess();  // always SIGKILLs the process groups of the server and of the proxy
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
 
   // Picks ports, spawns and waits until `etcdctl endpoint health` succeeds. Retries with new
   // ports (up to 3 attempts) when the server dies at start-up, e.g. because a port was stolen.
+  // With a proxy, then starts it the same way (own free ports, 3 attempts) pointed at the server
+  // and waits until `etcdctl endpoint health` through it succeeds.
   [[nodiscard]] absl::Status Start();
-  // SIGKILL, then reap.
+  // SIGKILL, then reap (the server only).
   void Kill();
-  // SIGTERM, then SIGKILL after options.stop_grace_ms.
+  // SIGTERM, then SIGKILL after options.stop_grace_ms (the server only).
   [[nodiscard]] absl::Status Stop();
-  // Stop() then start again on the same data dir and ports.
+  // Stop() then start again on the same data dir and ports. With a proxy, also waits (up to
+  // options.proxy_ready_timeout_ms) until `etcdctl endpoint health` through the proxy succeeds
+  // again; fails if the proxy exited.
   [[nodiscard]] absl::Status Restart();
   bool Running();
 
-  std::string endpoint() const;  // "127.0.0.1:<client port>"
+  // What clients should dial: the proxy's "127.0.0.1:<port>" with a proxy, else the server's.
+  std::string endpoint() const;
+  // The server's own "127.0.0.1:<client port>", with or without a proxy.
+  std::string server_endpoint() const;
   uint16_t client_port() const { return client_port_; }
   uint16_t peer_port() const { return peer_port_; }
   uint16_t metrics_port() const { return metrics_port_; }
@@ -142,8 +169,19 @@ class ServerProcess {
   const std::string& dir() const { return temp_.path(); }
   const std::string& log_path() const { return log_path_; }
   const ServerOptions& options() const { return options_; }
-  // The last `max_bytes` of the server log.
+  // The last `max_bytes` of the server log; with a proxy, followed by the proxy's log tail.
   std::string LogTail(size_t max_bytes = 64 * 1024) const;
+
+  // ---- The proxy (options.proxy != kNone) ----
+  bool has_proxy() const { return options_.proxy != ProxyKind::kNone; }
+  uint16_t proxy_port() const { return proxy_port_; }
+  uint16_t proxy_metrics_port() const { return proxy_metrics_port_; }
+  const std::string& proxy_log_path() const { return proxy_log_path_; }
+  // The last `max_bytes` of the proxy log ("" without a proxy).
+  std::string ProxyLogTail(size_t max_bytes = 64 * 1024) const;
+  bool ProxyRunning();
+  // SIGKILLs the proxy's process group (the server keeps running).
+  void KillProxy();
 
   [[nodiscard]] CommandResult Ctl(const std::vector<std::string>& args,
                                   const std::string& stdin_text = "",
@@ -152,8 +190,14 @@ class ServerProcess {
   }
 
  private:
+  [[nodiscard]] absl::Status StartServer();
   [[nodiscard]] absl::Status SpawnAndWait();
   std::vector<std::string> BuildArgv() const;
+  [[nodiscard]] absl::Status StartProxy();
+  [[nodiscard]] absl::Status SpawnProxyAndWait();
+  std::vector<std::string> BuildProxyArgv() const;
+  // Polls `etcdctl endpoint health` through the proxy until it succeeds.
+  [[nodiscard]] absl::Status WaitProxyHealthy(int timeout_ms, bool kill_on_timeout);
 
   ServerOptions options_;
   TempDir temp_;
@@ -163,6 +207,11 @@ class ServerProcess {
   uint16_t peer_port_ = 0;
   uint16_t metrics_port_ = 0;
   pid_t pid_ = -1;
+  std::string proxy_log_path_;
+  std::string proxy_data_dir_;  // etcd grpc-proxy's --data-dir (it defaults to ./default.proxy)
+  uint16_t proxy_port_ = 0;
+  uint16_t proxy_metrics_port_ = 0;
+  pid_t proxy_pid_ = -1;
 };
 
 // ---- Process primitives behind ServerProcess, also used by Cluster (cluster.h) ----

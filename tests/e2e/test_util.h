@@ -67,7 +67,8 @@ inline uint64_t JsonUint(const nlohmann::json& j, const std::string& key) {
   return j[key].get<uint64_t>();
 }
 
-// A fixture whose test suite shares one server, started with Config::Flags().
+// A fixture whose test suite shares one server, started with Config::Flags(), of the kind
+// MERIDIAN_E2E_SERVER names and behind the proxy MERIDIAN_E2E_PROXY names (if any).
 // Config must provide: static std::vector<std::string> Flags();
 template <typename Config>
 class ServerSuite : public ::testing::Test {
@@ -75,6 +76,7 @@ class ServerSuite : public ::testing::Test {
   static void SetUpTestSuite() {
     ServerOptions options;
     options.kind = ServerKindFromEnv();
+    options.proxy = ProxyKindFromEnv();
     options.extra_flags = Config::Flags();
     server_ = std::make_unique<ServerProcess>(options);
     absl::Status started = server_->Start();
@@ -96,6 +98,8 @@ class ServerSuite : public ::testing::Test {
   }
 
   static ServerProcess& server() { return *server_; }
+  // True when the suite talks to the server through a proxy (MERIDIAN_E2E_PROXY).
+  static bool Proxied() { return server_ != nullptr && server_->has_proxy(); }
   CommandResult Ctl(const std::vector<std::string>& args, const std::string& stdin_text = "") {
     return server_->Ctl(args, stdin_text);
   }

@@ -1,0 +1,160 @@
+// meridian-proxy: a stateless etcd v3 gRPC proxy in front of one cluster's members. Serves gRPC
+// and HTTP (/health, /metrics) on --listen-addr until SIGINT/SIGTERM.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <climits>
+#include <iostream>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "common/client_listener.h"
+#include "common/http_server.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "common/url.h"
+#include "proxy/config.h"
+#include "proxy/proxy.h"
+#include "proxy/watch_proxy.h"
+#include "spdlog/spdlog.h"
+
+extern char** environ;
+
+namespace {
+
+absl::StatusOr<meridian::Url> ParseAddr(const std::string& text) {
+  std::string s = text;
+  if (s.find("://") == std::string::npos) s = "http://" + s;
+  auto u = meridian::ParseUrl(s);
+  if (!u.ok()) return u.status();
+  if (u->secure() || u->is_unix()) {
+    return absl::InvalidArgumentError(absl::StrCat(text, ": TLS and unix sockets are not supported"));
+  }
+  return u;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace meridian;
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  auto parsed = proxy::ParseProxyFlags(argc, argv, env, std::cout);
+  if (!parsed.ok()) {
+    std::cerr << "meridian-proxy: " << parsed.status().message() << "\n"
+              << "Run 'meridian-proxy --help' for the list of flags.\n";
+    return 2;
+  }
+  if (parsed->exit_now) return parsed->exit_code;
+  const proxy::ProxyConfig& config = parsed->config;
+  (void)SetLogLevel(config.log_level);
+  auto listen = ParseAddr(config.listen_addr);
+  if (!listen.ok()) {
+    std::cerr << "meridian-proxy: --listen-addr: " << listen.status().message() << "\n";
+    return 2;
+  }
+  std::vector<Url> metrics_urls;
+  for (const auto& a : config.metrics_addrs) {
+    auto u = ParseAddr(a);
+    if (!u.ok()) {
+      std::cerr << "meridian-proxy: --metrics-addr: " << u.status().message() << "\n";
+      return 2;
+    }
+    metrics_urls.push_back(*u);
+  }
+
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+
+  metrics::Registry registry;
+  proxy::Proxy px(config, &registry);
+  if (auto st = px.Start(); !st.ok()) {
+    std::cerr << "meridian-proxy: " << st.message() << "\n";
+    return 2;
+  }
+  registry.gauge_fn("meridian_proxy_client_watchers", "Watchers opened by clients.",
+                    [&] { return static_cast<double>(px.watch()->client_watchers()); });
+  registry.gauge_fn("meridian_proxy_upstream_watchers", "Watchers the proxy holds upstream.",
+                    [&] { return static_cast<double>(px.watch()->upstream_watchers()); });
+  registry.gauge_fn("meridian_proxy_watch_coalescing_ratio",
+                    "Client watchers per upstream watcher (0 when none upstream).", [&] {
+                      double up = static_cast<double>(px.watch()->upstream_watchers());
+                      return up == 0 ? 0.0 : px.watch()->client_watchers() / up;
+                    });
+  registry.gauge_fn("meridian_proxy_quota_rejections", "Requests and watchers refused by quota.",
+                    [&] { return static_cast<double>(px.quota()->rejections()); });
+
+  grpc::ServerBuilder builder;
+  builder.RegisterCallbackGenericService(px.service());
+  // As etcd: gRPC takes a little more than --max-request-bytes, so that the proxy's own check
+  // answers with etcd's error for requests just over the limit.
+  builder.SetMaxReceiveMessageSize(
+      static_cast<int>(std::min<uint64_t>(config.max_request_bytes + 512 * 1024, INT_MAX)));
+  builder.SetMaxSendMessageSize(INT_MAX);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 2 * 60 * 60 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) {
+    std::cerr << "meridian-proxy: failed to start the gRPC server\n";
+    return 1;
+  }
+
+  auto health = [&](const HttpRequest&) {
+    HttpResponse r;
+    r.content_type = "application/json";
+    bool ok = px.Healthy();
+    r.status = ok ? 200 : 503;
+    r.body = ok ? R"({"health":"true","reason":""})"
+                : R"({"health":"false","reason":"no upstream member with a leader"})";
+    return r;
+  };
+  auto metrics_handler = [&](const HttpRequest&) {
+    HttpResponse r;
+    r.content_type = std::string(metrics::kContentType);
+    r.body = registry.Render();
+    return r;
+  };
+  HttpServerOptions o;
+  o.host = listen->host;
+  o.port = listen->port;
+  ClientListener listener(o, server.get());
+  listener.Handle("/health", health);
+  listener.Handle("/metrics", metrics_handler);
+  if (auto st = listener.Start(); !st.ok()) {
+    spdlog::critical("failed to listen on {}: {}", listen->HostPort(), st.ToString());
+    return 1;
+  }
+  std::vector<std::unique_ptr<HttpServer>> metrics_servers;
+  for (const auto& u : metrics_urls) {
+    HttpServerOptions mo;
+    mo.host = u.host;
+    mo.port = u.port;
+    auto h = std::make_unique<HttpServer>(mo);
+    h->Handle("/health", health);
+    h->Handle("/metrics", metrics_handler);
+    if (auto st = h->Start(); !st.ok()) {
+      spdlog::critical("failed to listen on {}: {}", u.HostPort(), st.ToString());
+      return 1;
+    }
+    metrics_servers.push_back(std::move(h));
+  }
+  spdlog::info("meridian-proxy serving on {} for {}", listen->HostPort(),
+               absl::StrJoin(config.endpoints, ","));
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  spdlog::info("received signal {}, shutting down", sig);
+  listener.Stop();
+  for (auto& h : metrics_servers) h->Stop();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  px.Stop();
+  return 0;
+}
