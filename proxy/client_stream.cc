@@ -1,5 +1,7 @@
 #include "proxy/client_stream.h"
 
+#include "proxy/key_prefix.h"
+
 namespace meridian::proxy {
 
 bool ClientStream::Send(grpc::ByteBuffer msg) {
@@ -16,6 +18,22 @@ bool ClientStream::Send(grpc::ByteBuffer msg) {
   in_flight_ = std::move(msg);
   lock.unlock();
   StartWrite(&in_flight_);
+  return true;
+}
+
+void ClientStream::ReadNext() {
+  if (!closing()) StartRead(&request_);
+}
+
+bool ClientStream::TakeRequest(bool ok, google::protobuf::Message* msg) {
+  if (!ok) {
+    Close(grpc::Status::OK);
+    return false;
+  }
+  if (!ParseBuffer(request_, msg)) {
+    Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "meridian-proxy: malformed request"));
+    return false;
+  }
   return true;
 }
 

@@ -6,6 +6,7 @@
 #define MERIDIAN_PROXY_CLIENT_STREAM_H_
 
 #include <grpcpp/generic/async_generic_service.h>
+#include <google/protobuf/message.h>
 #include <grpcpp/grpcpp.h>
 
 #include <deque>
@@ -31,6 +32,13 @@ class ClientStream : public grpc::ServerGenericBidiReactor {
   void OnDone() final;
 
  protected:
+  // Reading: ReadNext() asks for the next client message; OnReadDone then calls TakeRequest(),
+  // which parses it into `msg`, or closes the stream (client done: OK; bytes that do not parse:
+  // INVALID_ARGUMENT) and returns false.
+  void ReadNext();
+  [[nodiscard]] bool TakeRequest(bool ok, google::protobuf::Message* msg);
+  size_t request_bytes() const { return request_.Length(); }
+
   // Keeps the reactor alive until gRPC is done with it (and the owner drops its references).
   void Retain(std::shared_ptr<ClientStream> self) { self_ = std::move(self); }
   // Called once, when gRPC is done with the call: the owner must drop its references.
@@ -51,6 +59,7 @@ class ClientStream : public grpc::ServerGenericBidiReactor {
   std::optional<grpc::Status> close_status_;
   bool finished_ = false;
   grpc::ByteBuffer in_flight_;
+  grpc::ByteBuffer request_;
   std::shared_ptr<ClientStream> self_;
 };
 

@@ -13,6 +13,7 @@
 #include "proxy/client_stream.h"
 #include "proxy/key_prefix.h"
 #include "proxy/proxy.h"
+#include "proxy/queued_call.h"
 #include "spdlog/spdlog.h"
 
 namespace meridian::proxy {
@@ -58,7 +59,7 @@ struct LeaseState {
 };
 
 class UpstreamKeepAlive final
-    : public grpc::ClientBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse> {
+    : public QueuedClientCall<LeaseKeepAliveRequest, LeaseKeepAliveResponse> {
  public:
   UpstreamKeepAlive(LeaseState* st, std::string token, std::shared_ptr<Upstream> member)
       : st_(st), token(std::move(token)), member(std::move(member)) {}
@@ -72,30 +73,9 @@ class UpstreamKeepAlive final
   }
 
   void Write(int64_t id) {
-    std::unique_lock<std::mutex> lock(wmu_);
-    if (closed_) return;
-    if (writing_) {
-      wq_.push_back(id);
-      return;
-    }
-    writing_ = true;
-    in_flight_.set_id(id);
-    lock.unlock();
-    StartWrite(&in_flight_);
-  }
-
-  void OnWriteDone(bool ok) override {
-    std::unique_lock<std::mutex> lock(wmu_);
-    if (!ok) closed_ = true;
-    if (closed_ || wq_.empty()) {
-      writing_ = false;
-      wq_.clear();
-      return;
-    }
-    in_flight_.set_id(wq_.front());
-    wq_.pop_front();
-    lock.unlock();
-    StartWrite(&in_flight_);
+    LeaseKeepAliveRequest req;
+    req.set_id(id);
+    QueuedClientCall::Write(std::move(req));
   }
 
   void OnReadDone(bool ok) override {
@@ -105,10 +85,7 @@ class UpstreamKeepAlive final
   }
 
   void OnDone(const grpc::Status& s) override {
-    {
-      std::lock_guard<std::mutex> lock(wmu_);
-      closed_ = true;
-    }
+    CloseWrites();
     st_->OnUpstreamDone(this, s);
     delete this;
   }
@@ -122,11 +99,6 @@ class UpstreamKeepAlive final
 
  private:
   LeaseKeepAliveResponse resp_;
-  std::mutex wmu_;
-  std::deque<int64_t> wq_;
-  LeaseKeepAliveRequest in_flight_;
-  bool writing_ = false;
-  bool closed_ = false;
 };
 
 class ClientKeepAliveStream final : public ClientStream {
@@ -143,20 +115,13 @@ class ClientKeepAliveStream final : public ClientStream {
       st_->streams.insert(this);
     }
     Retain(std::move(self));
-    StartRead(&req_);
+    ReadNext();
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {
-      Close(grpc::Status::OK);
-      return;
-    }
     LeaseKeepAliveRequest req;
-    if (!ParseBuffer(req_, &req)) {
-      Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "meridian-proxy: malformed request"));
-      return;
-    }
-    grpc::Status st = st_->proxy->Admit(*ctx_, req_.Length(), identity_);
+    if (!TakeRequest(ok, &req)) return;
+    grpc::Status st = st_->proxy->Admit(*ctx_, request_bytes(), identity_);
     if (!st.ok()) {
       Close(st);
       return;
@@ -171,7 +136,7 @@ class ClientKeepAliveStream final : public ClientStream {
       std::lock_guard<std::mutex> lock(st_->mu);
       st_->KeepAlive(this, token_, req.id());
     }
-    if (!closing()) StartRead(&req_);
+    ReadNext();
   }
 
   void OnCancel() override { Close(grpc::Status(grpc::StatusCode::CANCELLED, "canceled")); }
@@ -186,7 +151,6 @@ class ClientKeepAliveStream final : public ClientStream {
   LeaseState* st_;
   grpc::GenericCallbackServerContext* ctx_;
   std::string token_, identity_;
-  grpc::ByteBuffer req_;
 };
 
 void LeaseState::KeepAlive(ClientKeepAliveStream* s, const std::string& token, int64_t id) {
@@ -295,30 +259,9 @@ void LeaseProxy::Start() {
   loop_ = std::thread([this] { Loop(); });
 }
 
-void LeaseProxy::Loop() {
-  std::unique_lock<std::mutex> lock(state_->mu);
-  while (!state_->stopping) {
-    state_->cv.wait_for(lock, std::chrono::milliseconds(100));
-    if (state_->stopping) break;
-    state_->Tick();
-  }
-}
+void LeaseProxy::Loop() { RunTicks(state_.get(), 100); }
 
-void LeaseProxy::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    if (state_->stopping) return;
-    state_->stopping = true;
-    for (auto& [token, up] : state_->ups) {
-      up->closing = true;
-      up->ctx.TryCancel();
-    }
-  }
-  state_->cv.notify_all();
-  if (loop_.joinable()) loop_.join();
-  std::unique_lock<std::mutex> lock(state_->mu);
-  state_->cv.wait_for(lock, std::chrono::seconds(5), [this] { return state_->live_ups == 0; });
-}
+void LeaseProxy::Stop() { StopCoalescer(state_.get(), &loop_); }
 
 grpc::ServerGenericBidiReactor* LeaseProxy::NewStream(grpc::GenericCallbackServerContext* ctx) {
   auto s = std::make_shared<ClientKeepAliveStream>(state_.get(), ctx);

@@ -14,6 +14,7 @@
 #include "proxy/client_stream.h"
 #include "proxy/key_prefix.h"
 #include "proxy/proxy.h"
+#include "proxy/queued_call.h"
 #include "spdlog/spdlog.h"
 
 namespace meridian::proxy {
@@ -122,6 +123,8 @@ struct WatchState {
 
   // All below: mu held.
   UpstreamStream* UpstreamFor(const std::string& token);
+  // Creates an upstream watcher for `target` on `up`; returns its id.
+  int64_t SendCreate(UpstreamStream* up, const WatchSpec& spec, int64_t start_rev, Target target);
   void IssueCreate(Broadcast* b);
   void IssueCatchup(ClientWatcher* w);
   void CancelUpstream(UpstreamStream* up, int64_t uid);
@@ -156,7 +159,7 @@ struct WatchState {
 
 // ---------------------------------------------------------------------------------------------
 
-class UpstreamStream final : public grpc::ClientBidiReactor<WatchRequest, WatchResponse> {
+class UpstreamStream final : public QueuedClientCall<WatchRequest, WatchResponse> {
  public:
   UpstreamStream(WatchState* st, std::string token, std::shared_ptr<Upstream> member)
       : st_(st), token(std::move(token)), member(std::move(member)) {}
@@ -168,33 +171,6 @@ class UpstreamStream final : public grpc::ClientBidiReactor<WatchRequest, WatchR
     etcdserverpb::Watch::NewStub(member->channel)->async()->Watch(&ctx, this);
     StartRead(&resp_);
     StartCall();
-  }
-
-  void Write(WatchRequest req) {
-    std::unique_lock<std::mutex> lock(wmu_);
-    if (writes_closed_) return;
-    if (writing_) {
-      wq_.push_back(std::move(req));
-      return;
-    }
-    writing_ = true;
-    in_flight_ = std::move(req);
-    lock.unlock();
-    StartWrite(&in_flight_);
-  }
-
-  void OnWriteDone(bool ok) override {
-    std::unique_lock<std::mutex> lock(wmu_);
-    if (!ok) writes_closed_ = true;
-    if (writes_closed_ || wq_.empty()) {
-      writing_ = false;
-      wq_.clear();
-      return;
-    }
-    in_flight_ = std::move(wq_.front());
-    wq_.pop_front();
-    lock.unlock();
-    StartWrite(&in_flight_);
   }
 
   void OnReadDone(bool ok) override {
@@ -217,10 +193,7 @@ class UpstreamStream final : public grpc::ClientBidiReactor<WatchRequest, WatchR
   }
 
   void OnDone(const grpc::Status& s) override {
-    {
-      std::lock_guard<std::mutex> lock(wmu_);
-      writes_closed_ = true;
-    }
+    CloseWrites();
     st_->OnUpstreamDone(this, s);
     delete this;
   }
@@ -239,11 +212,6 @@ class UpstreamStream final : public grpc::ClientBidiReactor<WatchRequest, WatchR
 
  private:
   WatchResponse resp_;
-  std::mutex wmu_;
-  std::deque<WatchRequest> wq_;
-  WatchRequest in_flight_;
-  bool writing_ = false;
-  bool writes_closed_ = false;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -266,24 +234,17 @@ class ClientWatchStream final : public ClientStream {
       st_->streams.insert(this);
     }
     Retain(std::move(self));
-    StartRead(&req_);
+    ReadNext();
   }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {
-      Close(grpc::Status::OK);
-      return;
-    }
     WatchRequest req;
-    if (!ParseBuffer(req_, &req)) {
-      Close(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "meridian-proxy: malformed request"));
-      return;
-    }
+    if (!TakeRequest(ok, &req)) return;
     {
       std::lock_guard<std::mutex> lock(st_->mu);
       Handle(req);
     }
-    if (!closing()) StartRead(&req_);
+    ReadNext();
   }
 
   void OnCancel() override { Close(grpc::Status(grpc::StatusCode::CANCELLED, "canceled")); }
@@ -420,7 +381,6 @@ class ClientWatchStream final : public ClientStream {
 
   WatchState* st_;
   grpc::GenericCallbackServerContext* ctx_;
-  grpc::ByteBuffer req_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -452,27 +412,34 @@ UpstreamStream* WatchState::UpstreamFor(const std::string& token) {
   return up;
 }
 
+int64_t WatchState::SendCreate(UpstreamStream* up, const WatchSpec& spec, int64_t start_rev,
+                               Target target) {
+  int64_t uid = next_uid++;
+  up->targets[uid] = target;
+  ++upstream_watchers;
+  WatchRequest req;
+  auto* c = req.mutable_create_request();
+  c->set_key(spec.key);
+  c->set_range_end(spec.end);
+  c->set_prev_kv(spec.prev_kv);
+  if (spec.no_put) c->add_filters(WatchCreateRequest::NOPUT);
+  if (spec.no_delete) c->add_filters(WatchCreateRequest::NODELETE);
+  c->set_start_revision(start_rev);
+  c->set_watch_id(uid);
+  // Upstream progress notifications keep idle broadcasts' positions current.
+  c->set_progress_notify(true);
+  up->awaiting_created.push_back(uid);
+  up->Write(std::move(req));
+  return uid;
+}
+
 void WatchState::IssueCreate(Broadcast* b) {
   UpstreamStream* up = UpstreamFor(b->spec.token);
   b->up = up;
   b->created = false;
   b->uid = 0;
   if (up == nullptr) return;  // re-issued by Tick() once a stream is up
-  b->uid = next_uid++;
-  up->targets[b->uid] = Target{b, nullptr};
-  ++upstream_watchers;
-  WatchRequest req;
-  auto* c = req.mutable_create_request();
-  c->set_key(b->spec.key);
-  c->set_range_end(b->spec.end);
-  c->set_prev_kv(b->spec.prev_kv);
-  if (b->spec.no_put) c->add_filters(WatchCreateRequest::NOPUT);
-  if (b->spec.no_delete) c->add_filters(WatchCreateRequest::NODELETE);
-  c->set_start_revision(b->positioned ? b->next_rev : b->start_rev);
-  c->set_watch_id(b->uid);
-  c->set_progress_notify(true);
-  up->awaiting_created.push_back(b->uid);
-  up->Write(std::move(req));
+  b->uid = SendCreate(up, b->spec, b->positioned ? b->next_rev : b->start_rev, Target{b, nullptr});
 }
 
 void WatchState::IssueCatchup(ClientWatcher* w) {
@@ -482,21 +449,7 @@ void WatchState::IssueCatchup(ClientWatcher* w) {
   w->catchup_up = up;
   w->catchup_uid = 0;
   if (up == nullptr) return;
-  w->catchup_uid = next_uid++;
-  up->targets[w->catchup_uid] = Target{nullptr, w};
-  ++upstream_watchers;
-  WatchRequest req;
-  auto* c = req.mutable_create_request();
-  c->set_key(w->spec.key);
-  c->set_range_end(w->spec.end);
-  c->set_prev_kv(w->spec.prev_kv);
-  if (w->spec.no_put) c->add_filters(WatchCreateRequest::NOPUT);
-  if (w->spec.no_delete) c->add_filters(WatchCreateRequest::NODELETE);
-  c->set_start_revision(w->pos);
-  c->set_watch_id(w->catchup_uid);
-  c->set_progress_notify(true);
-  up->awaiting_created.push_back(w->catchup_uid);
-  up->Write(std::move(req));
+  w->catchup_uid = SendCreate(up, w->spec, w->pos, Target{nullptr, w});
 }
 
 void WatchState::CancelUpstream(UpstreamStream* up, int64_t uid) {
@@ -1040,30 +993,9 @@ void WatchProxy::Start() {
   loop_ = std::thread([this] { Loop(); });
 }
 
-void WatchProxy::Loop() {
-  std::unique_lock<std::mutex> lock(state_->mu);
-  while (!state_->stopping) {
-    state_->cv.wait_for(lock, std::chrono::milliseconds(50));
-    if (state_->stopping) break;
-    state_->Tick();
-  }
-}
+void WatchProxy::Loop() { RunTicks(state_.get(), 50); }
 
-void WatchProxy::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    if (state_->stopping) return;
-    state_->stopping = true;
-    for (auto& [token, up] : state_->ups) {
-      up->closing = true;
-      up->ctx.TryCancel();
-    }
-  }
-  state_->cv.notify_all();
-  if (loop_.joinable()) loop_.join();
-  std::unique_lock<std::mutex> lock(state_->mu);
-  state_->cv.wait_for(lock, std::chrono::seconds(5), [this] { return state_->live_ups == 0; });
-}
+void WatchProxy::Stop() { StopCoalescer(state_.get(), &loop_); }
 
 grpc::ServerGenericBidiReactor* WatchProxy::NewStream(grpc::GenericCallbackServerContext* ctx) {
   auto s = std::make_shared<ClientWatchStream>(state_.get(), ctx);
