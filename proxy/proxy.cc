@@ -445,6 +445,9 @@ Proxy::Proxy(ProxyConfig config, metrics::Registry* registry)
                                          "Watch events written to client watchers.");
   metrics_.upstream_retries = &r.counter("meridian_proxy_upstream_retries_total",
                                          "Reads retried on another member after UNAVAILABLE.");
+  metrics_.watchers_parked =
+      &r.counter("meridian_proxy_watchers_parked_total",
+                 "Client watchers parked because their stream's buffer was full (caught up later).");
   read_cache_ = std::make_unique<ReadCache>(config_.read_cache_ttl_ms,
                                             static_cast<size_t>(config_.read_cache_entries));
   watch_ = std::make_unique<WatchProxy>(this);

@@ -35,6 +35,7 @@ struct ProxyMetrics {
   metrics::Counter* keepalives_out = nullptr;
   metrics::Counter* events_delivered = nullptr;
   metrics::Counter* upstream_retries = nullptr;
+  metrics::Counter* watchers_parked = nullptr;
 };
 
 class Proxy {

@@ -784,6 +784,7 @@ bool WatchState::Deliver(ClientWatcher* w, const WatchResponse& r) {
 }
 
 void WatchState::Park(ClientWatcher* w, int64_t from_rev) {
+  proxy->metrics().watchers_parked->Inc();
   if (w->state == ClientWatcher::State::kJoined) {
     Broadcast* b = w->bcast;
     b->watchers.erase(w);

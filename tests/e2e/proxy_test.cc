@@ -76,6 +76,22 @@ class WatchStream final : public grpc::ClientBidiReactor<WatchRequest, WatchResp
     Write(std::move(r));
   }
 
+  // A paused stream stops reading after the current response (its client is "slow").
+  void Pause() {
+    std::lock_guard<std::mutex> lock(mu_);
+    paused_ = true;
+  }
+  void Unpause() {
+    bool read = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      paused_ = false;
+      read = read_pending_;
+      read_pending_ = false;
+    }
+    if (read) StartRead(&resp_);
+  }
+
   void OnReadDone(bool ok) override {
     if (!ok) return;
     {
@@ -97,6 +113,10 @@ class WatchStream final : public grpc::ClientBidiReactor<WatchRequest, WatchResp
         ++total_events_;
       }
       cv_.notify_all();
+      if (paused_) {
+        read_pending_ = true;
+        return;
+      }
     }
     StartRead(&resp_);
   }
@@ -152,6 +172,8 @@ class WatchStream final : public grpc::ClientBidiReactor<WatchRequest, WatchResp
   WatchRequest in_flight_;
   std::deque<WatchRequest> q_;
   bool writing_ = false;
+  bool paused_ = false;
+  bool read_pending_ = false;
 };
 
 absl::StatusOr<int64_t> Put(etcdserverpb::KV::Stub* kv, const std::string& key,
@@ -337,6 +359,80 @@ TEST(ProxyWatchTest, KillingTheMemberThatCarriesTheWatchLosesNothing) {
       ASSERT_EQ(got, want) << "watch " << id << ": a gap or a duplicate across the fail-over";
     }
   }
+}
+
+TEST(ProxyWatchTest, ASlowClientIsParkedAndCaughtUpWithoutStallingOthers) {
+  // A tiny per-stream buffer: the slow client overflows it quickly.
+  ServerProcess server(MeridianBehindProxy({"--watch-stream-buffer-bytes=65536"}));
+  ASSERT_TRUE(server.Start().ok()) << server.LogTail();
+  WatchStream slow(Dial(server.endpoint(), 1), false), fast(Dial(server.endpoint(), 2), false);
+  slow.Create("s", 0);
+  fast.Create("s", 0);
+  ASSERT_TRUE(slow.WaitFor([&] { return slow.created_ == 1; }, 10000));
+  ASSERT_TRUE(fast.WaitFor([&] { return fast.created_ == 1; }, 10000));
+  slow.Pause();
+  auto kv = etcdserverpb::KV::NewStub(Dial(server.endpoint(), 3));
+  std::vector<int64_t> revs;
+  const std::string value(64 * 1024, 'v');  // 300 x 64 KiB: far beyond every buffer on the way
+  for (int i = 0; i < 300; ++i) {
+    auto rev = Put(kv.get(), "s", value);
+    ASSERT_TRUE(rev.ok()) << rev.status();
+    revs.push_back(*rev);
+  }
+  // The fast client is not held back by the slow one.
+  ASSERT_TRUE(fast.WaitFor([&] { return fast.total_events_ == 300; }, 30000)) << fast.total_events_;
+  {
+    std::lock_guard<std::mutex> lock(slow.mu_);
+    EXPECT_LT(slow.total_events_, 300) << "the slow client was not slow";
+  }
+  slow.Unpause();
+  ASSERT_TRUE(slow.WaitFor([&] { return slow.total_events_ >= 300; }, 30000))
+      << slow.total_events_ << server.LogTail();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  std::lock_guard<std::mutex> lock(slow.mu_);
+  EXPECT_EQ(slow.events_.begin()->second, revs) << "the slow client lost or repeated events";
+  EXPECT_EQ(slow.canceled_, 0);
+  EXPECT_GE(Metric(absl::StrCat("http://127.0.0.1:", server.proxy_port()),
+                   "meridian_proxy_watchers_parked_total"),
+            1);
+}
+
+TEST(ProxyUpstreamTest, MembersFromTheMemberListAreUsedWithoutARestart) {
+  ClusterOptions co;
+  co.kind = ServerKind::kMeridian;
+  Cluster cluster(co);
+  ASSERT_TRUE(cluster.Start().ok()) << cluster.Diagnostics();
+  TempDir dir;
+  auto port = PickFreePort();
+  ASSERT_TRUE(port.ok());
+  std::string proxy_ep = absl::StrCat("127.0.0.1:", *port);
+  // Only member 0 is given; the others are learnt from the member list.
+  auto pid = SpawnWithLog({ProxyBinary(ProxyKind::kMeridian), "--endpoints=" + cluster.endpoint(0),
+                           "--listen-addr=" + proxy_ep, "--probe-interval=200ms",
+                           "--auto-sync-interval=500ms"},
+                          dir.path() + "/proxy.log");
+  ASSERT_TRUE(pid.ok());
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() { KillGroupAndReap(pid); }
+  } reaper{*pid};
+  ASSERT_TRUE(WaitUntil([&] { return Etcdctl(proxy_ep, {"endpoint", "health"}).exit_code == 0; },
+                        15000));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        std::string log = ReadFileTail(dir.path() + "/proxy.log", 65536);
+        return log.find(cluster.endpoint(1) + " added") != std::string::npos &&
+               log.find(cluster.endpoint(2) + " added") != std::string::npos;
+      },
+      10000))
+      << ReadFileTail(dir.path() + "/proxy.log", 4096);
+  cluster.Kill(0);
+  ASSERT_TRUE(cluster.WaitForLeader(10000, 0).ok());
+  EXPECT_TRUE(WaitUntil(
+      [&] { return Etcdctl(proxy_ep, {"put", "after", "kill"}).exit_code == 0; }, 15000))
+      << ReadFileTail(dir.path() + "/proxy.log", 4096);
+  auto got = Etcdctl(proxy_ep, {"get", "after", "--print-value-only"});
+  EXPECT_EQ(got.stdout_text, "kill\n");
 }
 
 TEST(ProxyLimitsTest, OversizeRequestsAreRefusedWithoutDisturbingOthers) {
