@@ -70,6 +70,11 @@ class WatchStream final : public grpc::ClientBidiReactor<WatchRequest, WatchResp
     c->set_start_revision(start_rev);
     Write(std::move(r));
   }
+  void Create(etcdserverpb::WatchCreateRequest create) {
+    WatchRequest r;
+    *r.mutable_create_request() = std::move(create);
+    Write(std::move(r));
+  }
   void RequestProgress() {
     WatchRequest r;
     r.mutable_progress_request();
@@ -96,6 +101,7 @@ class WatchStream final : public grpc::ClientBidiReactor<WatchRequest, WatchResp
     if (!ok) return;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      responses_.push_back(resp_);
       if (resp_.created()) {
         if (resp_.canceled()) {
           refused_.push_back(resp_.cancel_reason());
@@ -151,6 +157,7 @@ class WatchStream final : public grpc::ClientBidiReactor<WatchRequest, WatchResp
   std::vector<std::string> refused_, cancel_reasons_;
   std::vector<int64_t> progress_revs_;
   std::map<int64_t, std::vector<int64_t>> events_;
+  std::vector<WatchResponse> responses_;
   bool done_ = false;
   grpc::Status status_;
 
@@ -433,6 +440,66 @@ TEST(ProxyUpstreamTest, MembersFromTheMemberListAreUsedWithoutARestart) {
       << ReadFileTail(dir.path() + "/proxy.log", 4096);
   auto got = Etcdctl(proxy_ep, {"get", "after", "--print-value-only"});
   EXPECT_EQ(got.stdout_text, "kill\n");
+}
+
+TEST(ProxyWatchTest, ClientWatchIdsFragmentsAndProgressRequests) {
+  ServerProcess server(MeridianBehindProxy({"--max-request-bytes=4096"}));
+  ASSERT_TRUE(server.Start().ok()) << server.LogTail();
+  auto kv = etcdserverpb::KV::NewStub(Dial(server.endpoint(), 1));
+  const std::string value(1500, 'f');
+  for (const char* k : {"fr/a", "fr/b", "fr/c"}) ASSERT_TRUE(Put(kv.get(), k, value).ok());
+  WatchStream s(Dial(server.endpoint(), 2), false);
+  etcdserverpb::WatchCreateRequest c;
+  c.set_key("fr/");
+  c.set_range_end("fr0");
+  c.set_watch_id(42);
+  c.set_prev_kv(true);
+  c.set_fragment(true);
+  s.Create(c);
+  c.set_watch_id(42);  // a duplicate id on the same stream is refused, as etcd does
+  s.Create(c);
+  ASSERT_TRUE(s.WaitFor([&] { return s.created_ == 1 && s.refused_.size() == 1; }, 10000));
+  EXPECT_EQ(s.refused_[0], "mvcc: duplicate watch ID provided on the WatchStream");
+  // One delete of three keys: 3 events with 1.5 KB prev_kvs each, over 4096 bytes.
+  grpc::ClientContext ctx;
+  etcdserverpb::DeleteRangeRequest del;
+  del.set_key("fr/");
+  del.set_range_end("fr0");
+  etcdserverpb::DeleteRangeResponse dresp;
+  ASSERT_TRUE(kv->DeleteRange(&ctx, del, &dresp).ok());
+  ASSERT_TRUE(s.WaitFor([&] { return s.total_events_ == 3; }, 10000));
+  {
+    std::lock_guard<std::mutex> lock(s.mu_);
+    std::vector<bool> fragments;
+    for (const auto& r : s.responses_) {
+      if (r.events_size() == 0) continue;
+      EXPECT_EQ(r.watch_id(), 42);
+      EXPECT_LE(r.ByteSizeLong(), 4096u + 512u);
+      fragments.push_back(r.fragment());
+    }
+    ASSERT_GE(fragments.size(), 2u) << "a 4.5 KB response was not fragmented";
+    EXPECT_FALSE(fragments.back());
+    for (size_t i = 0; i + 1 < fragments.size(); ++i) EXPECT_TRUE(fragments[i]);
+  }
+  // A progress request is answered (watch_id -1) at or after the latest revision.
+  auto rev = Put(kv.get(), "elsewhere", "x");
+  ASSERT_TRUE(rev.ok());
+  s.RequestProgress();
+  ASSERT_TRUE(s.WaitFor([&] { return !s.progress_revs_.empty(); }, 10000));
+  EXPECT_GE(s.progress_revs_[0], *rev);
+}
+
+TEST(ProxyTest, LockThroughTheProxyInFrontOfEtcd) {
+  ServerOptions o;
+  o.kind = ServerKind::kEtcd;
+  o.proxy = ProxyKind::kMeridian;
+  ServerProcess server(o);
+  ASSERT_TRUE(server.Start().ok()) << server.LogTail();
+  auto r = server.Ctl({"lock", "mylock", "echo", "locked"});
+  EXPECT_EQ(r.exit_code, 0) << r.stderr_text;
+  EXPECT_NE(r.stdout_text.find("locked"), std::string::npos) << r.stdout_text;
+  auto e = server.Ctl({"elect", "--listen", "myelection"}, "", 3000);
+  EXPECT_TRUE(e.timed_out) << "observe returned early: " << e.stderr_text;
 }
 
 TEST(ProxyLimitsTest, OversizeRequestsAreRefusedWithoutDisturbingOthers) {
