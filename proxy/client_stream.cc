@@ -78,8 +78,12 @@ void ClientStream::OnWriteDone(bool ok) {
     queued_bytes_ -= static_cast<int64_t>(in_flight_.Length());
     bool drained = over_mark_ && queued_bytes_ <= drain_mark_bytes_ / 4;
     if (drained) over_mark_ = false;
+    // More is queued behind this message: let gRPC coalesce them into fewer socket writes. The
+    // last queued message goes without the hint and flushes.
+    grpc::WriteOptions options;
+    if (!queue_.empty()) options.set_buffer_hint();
     lock.unlock();
-    StartWrite(&in_flight_);
+    StartWrite(&in_flight_, options);
     if (drained) OnDrained();
     return;
   }

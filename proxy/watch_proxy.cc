@@ -118,6 +118,9 @@ struct WatchState {
   int64_t total_history_bytes = 0;
   std::map<std::string, etcdserverpb::ResponseHeader> last_header;
   bool stopping = false;
+  // Set when a watcher is parked or an upstream stream fails: Tick() then scans the watchers
+  // until none is parked or waiting for a stream.
+  bool scan_watchers = false;
   int64_t last_ready_ms = 0;
   std::condition_variable cv;
 
@@ -784,6 +787,7 @@ bool WatchState::Deliver(ClientWatcher* w, const WatchResponse& r) {
 }
 
 void WatchState::Park(ClientWatcher* w, int64_t from_rev) {
+  scan_watchers = true;
   proxy->metrics().watchers_parked->Inc();
   if (w->state == ClientWatcher::State::kJoined) {
     Broadcast* b = w->bcast;
@@ -895,6 +899,7 @@ void WatchState::OnStreamProgress(UpstreamStream* up, const WatchResponse& r) {
 
 void WatchState::OnUpstreamDone(UpstreamStream* up, const grpc::Status& status) {
   std::lock_guard<std::mutex> lock(mu);
+  scan_watchers = true;
   --live_ups;
   if (auto it = ups.find(up->token); it != ups.end() && it->second == up) ups.erase(it);
   if (!up->closing && !stopping) {
@@ -929,19 +934,26 @@ void WatchState::Tick() {
   for (auto& [spec, b] : broadcasts) {
     if (b->up == nullptr) tokens.insert(spec.token);
   }
+  // Scanning every watcher is only needed while some are parked or lost their upstream.
+  bool scan = scan_watchers;
+  bool found = false;
   for (ClientWatchStream* s : streams) {
+    if (s->progress_pending) tokens.insert(s->token);
+    if (!scan) continue;
     for (auto& [id, w] : s->watchers) {
       if (w->state == ClientWatcher::State::kCatchup && w->catchup_up == nullptr) {
         tokens.insert(w->spec.token);
+        found = true;
       }
+      if (w->state == ClientWatcher::State::kParked) found = true;
       // Safety net for a drained stream whose parked watchers were not resumed.
       if (w->state == ClientWatcher::State::kParked &&
           s->queued_bytes() <= proxy->config().watch_stream_buffer_bytes / 4) {
         Place(w.get());
       }
     }
-    if (s->progress_pending) tokens.insert(s->token);
   }
+  if (scan && !found) scan_watchers = false;
   for (const auto& token : tokens) {
     if (UpstreamFor(token) == nullptr) continue;
     std::vector<Broadcast*> homeless;
