@@ -82,6 +82,10 @@ absl::StatusOr<ParsedProxyFlags> ParseProxyFlags(int argc, const char* const* ar
       {"read-cache-ttl", {&cache_ttl, "reuse serializable range responses this long (0: off)"}},
       {"read-cache-entries", {&cache_entries, "bound on cached serializable range responses"}},
       {"log-level", {&c.log_level, "debug, info, warn, error, panic or fatal"}},
+      {"cert-file", {&c.cert_file, "TLS certificate served to clients (PEM)"}},
+      {"key-file", {&c.key_file, "TLS key of --cert-file (PEM)"}},
+      {"trusted-ca-file",
+       {&c.trusted_ca_file, "CA (PEM) that must have signed every client's certificate"}},
   };
   std::map<std::string, std::string> envmap;
   for (const auto& kv : env) {
@@ -159,6 +163,12 @@ absl::StatusOr<ParsedProxyFlags> ParseProxyFlags(int argc, const char* const* ar
   c.metrics_addrs.clear();
   for (auto e : absl::StrSplit(metrics_addr, ',', absl::SkipWhitespace())) {
     c.metrics_addrs.emplace_back(e);
+  }
+  if (c.cert_file.empty() != c.key_file.empty()) {
+    return absl::InvalidArgumentError("--cert-file and --key-file go together");
+  }
+  if (!c.trusted_ca_file.empty() && c.cert_file.empty()) {
+    return absl::InvalidArgumentError("--trusted-ca-file needs --cert-file and --key-file");
   }
   if (!ParseLogLevel(c.log_level).ok()) {
     return absl::InvalidArgumentError(absl::StrCat("unknown log level \"", c.log_level, "\""));

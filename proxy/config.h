@@ -38,6 +38,12 @@ struct ProxyConfig {
   int64_t read_cache_ttl_ms = 0;
   int64_t read_cache_entries = 10000;
   std::string log_level = "info";
+  // Client-facing TLS. With a certificate, gRPC is served over TLS on --listen-addr (HTTP
+  // endpoints then only on --metrics-addr); with a trusted CA too, clients must present a
+  // certificate it signed, and its CN becomes their identity for quotas.
+  std::string cert_file;
+  std::string key_file;
+  std::string trusted_ca_file;
 };
 
 struct ParsedProxyFlags {

@@ -4,6 +4,8 @@
 #include <signal.h>
 
 #include <climits>
+#include <fstream>
+#include <sstream>
 #include <iostream>
 #include <memory>
 
@@ -33,6 +35,34 @@ absl::StatusOr<meridian::Url> ParseAddr(const std::string& text) {
     return absl::InvalidArgumentError(absl::StrCat(text, ": TLS and unix sockets are not supported"));
   }
   return u;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// TLS server credentials from the flags; clients must present a certificate signed by
+// --trusted-ca-file when it is given.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
+    const meridian::proxy::ProxyConfig& c) {
+  auto cert = ReadFile(c.cert_file);
+  auto key = ReadFile(c.key_file);
+  if (!cert.ok()) return cert.status();
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions options(
+      c.trusted_ca_file.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  if (!c.trusted_ca_file.empty()) {
+    auto ca = ReadFile(c.trusted_ca_file);
+    if (!ca.ok()) return ca.status();
+    options.pem_root_certs = *ca;
+  }
+  options.pem_key_cert_pairs.push_back({*key, *cert});
+  return grpc::SslServerCredentials(options);
 }
 
 }  // namespace
@@ -93,6 +123,16 @@ int main(int argc, char** argv) {
 
   grpc::ServerBuilder builder;
   builder.RegisterCallbackGenericService(px.service());
+  const bool tls = !config.cert_file.empty();
+  if (tls) {
+    // TLS: gRPC listens by itself (the plain-text listener that also serves HTTP is not used).
+    auto creds = TlsCredentials(config);
+    if (!creds.ok()) {
+      std::cerr << "meridian-proxy: " << creds.status().message() << "\n";
+      return 2;
+    }
+    builder.AddListeningPort(listen->HostPort(), *creds);
+  }
   // As etcd: gRPC takes a little more than --max-request-bytes, so that the proxy's own check
   // answers with etcd's error for requests just over the limit.
   builder.SetMaxReceiveMessageSize(
@@ -128,9 +168,11 @@ int main(int argc, char** argv) {
   ClientListener listener(o, server.get());
   listener.Handle("/health", health);
   listener.Handle("/metrics", metrics_handler);
-  if (auto st = listener.Start(); !st.ok()) {
-    spdlog::critical("failed to listen on {}: {}", listen->HostPort(), st.ToString());
-    return 1;
+  if (!tls) {
+    if (auto st = listener.Start(); !st.ok()) {
+      spdlog::critical("failed to listen on {}: {}", listen->HostPort(), st.ToString());
+      return 1;
+    }
   }
   std::vector<std::unique_ptr<HttpServer>> metrics_servers;
   for (const auto& u : metrics_urls) {
@@ -146,13 +188,14 @@ int main(int argc, char** argv) {
     }
     metrics_servers.push_back(std::move(h));
   }
-  spdlog::info("meridian-proxy serving on {} for {}", listen->HostPort(),
+  spdlog::info("meridian-proxy serving {} on {} for {}", tls ? "TLS" : "plain text",
+               listen->HostPort(),
                absl::StrJoin(config.endpoints, ","));
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("received signal {}, shutting down", sig);
-  listener.Stop();
+  if (!tls) listener.Stop();
   for (auto& h : metrics_servers) h->Stop();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   px.Stop();

@@ -11,7 +11,7 @@ PACKAGES=(
   librocksdb-dev libc-ares-dev libabsl-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libspdlog-dev libcli11-dev
-  etcd-server etcd-client dnsmasq-base gnuplot-nox curl
+  etcd-server etcd-client dnsmasq-base gnuplot-nox curl openssl
 )
 missing=()
 for p in "${PACKAGES[@]}"; do

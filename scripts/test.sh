@@ -2,7 +2,8 @@
 # Installs and builds if needed, then runs every test:
 #   1. the whole CTest suite (unit, model, e2e with etcdctl, differential against Debian's etcd,
 #      crash and bench smoke tests) on the Release build in build/;
-#   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/);
+#   2. the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/), and
+#      the proxy's acceptance suite against an ASan+UBSan meridian-proxy;
 #   3. the concurrent units under ThreadSanitizer (build-tsan/).
 # MERIDIAN_SKIP_SANITIZERS=1 runs step 1 only.
 set -euo pipefail
@@ -17,12 +18,19 @@ if [ "${MERIDIAN_SKIP_SANITIZERS:-0}" != 1 ]; then
   # Unit-level targets only: the e2e suites exercise the same code through processes.
   ASAN_TARGETS=(mvcc_test wal_test bolt_test common_test server_test raft_test peer_test proxy_unit_test)
   echo "== test: ASan+UBSan"
-  MERIDIAN_BUILD_TARGETS="${ASAN_TARGETS[*]}" MERIDIAN_BUILD_DIR=build-asan \
+  MERIDIAN_BUILD_TARGETS="${ASAN_TARGETS[*]} meridian-proxy" MERIDIAN_BUILD_DIR=build-asan \
     MERIDIAN_BUILD_TYPE=Debug scripts/setup.sh \
     -DMERIDIAN_SANITIZE=address,undefined -DMERIDIAN_UNIT_TESTS_ONLY=ON >/dev/null
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j 2 --timeout 900 \
     -R "^($(IFS='|'; echo "${ASAN_TARGETS[*]}"))$"
+  # The proxy's acceptance suite (the Release test binary) against an ASan+UBSan meridian-proxy:
+  # its streams, reactors and coalescing state under real load, kills and fail-overs. A sanitizer
+  # report aborts the proxy, which fails the suite. Leaks are not checked: tests SIGKILL it.
+  echo "== test: proxy acceptance suite against an ASan+UBSan meridian-proxy"
+  MERIDIAN_PROXY_BIN="$PWD/build-asan/bin/meridian-proxy" ASAN_OPTIONS=detect_leaks=0 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build --output-on-failure --timeout 900 -R '^e2e_proxy$'
 
   # The threaded units: the MVCC store with its compactor and the watch hub, the WAL, and the
   # HTTP/metrics code.

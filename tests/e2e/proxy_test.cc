@@ -8,6 +8,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <fstream>
+#include <sstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -606,6 +608,92 @@ TEST(ProxyLimitsTest, RequestQuotaIsPerAuthUser) {
   EXPECT_NE(message.find("client user:alice is over its quota of 20 requests/s"),
             std::string::npos)
       << message;
+}
+
+// Reads a whole file ("" if it cannot).
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// With client certificates, the quota identity is the certificate's CN.
+TEST(ProxyLimitsTest, RequestQuotaIsPerTlsCommonName) {
+  ServerProcess server(MeridianBehindProxy());  // the member; the TLS proxy is started below
+  ASSERT_TRUE(server.Start().ok()) << server.LogTail();
+  TempDir dir;
+  const std::string d = dir.path();
+  // A CA, a server certificate for 127.0.0.1 and two client certificates (EC keys: fast).
+  const std::string script = absl::StrCat(
+      "set -e; cd ", d, "\n",
+      "k='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'\n",
+      "openssl req -x509 $k -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca 2>/dev/null\n",
+      "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext\n",
+      "for n in server alice bob; do\n",
+      "  openssl req $k -keyout $n.key -out $n.csr -subj /CN=$n 2>/dev/null\n",
+      "  ext=''; [ $n = server ] && ext='-extfile san.ext'\n",
+      "  openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt "
+      "-days 2 $ext 2>/dev/null\n",
+      "done\n");
+  auto gen = RunCommand({"/bin/sh", "-c", script}, "", 30000);
+  ASSERT_EQ(gen.exit_code, 0) << gen.stderr_text;
+  auto port = PickFreePort();
+  auto metrics_port = PickFreePort();
+  ASSERT_TRUE(port.ok() && metrics_port.ok());
+  const std::string ep = absl::StrCat("127.0.0.1:", *port);
+  auto pid = SpawnWithLog(
+      {ProxyBinary(ProxyKind::kMeridian), "--endpoints=" + server.server_endpoint(),
+       "--listen-addr=" + ep, absl::StrCat("--metrics-addr=http://127.0.0.1:", *metrics_port),
+       "--cert-file=" + d + "/server.crt", "--key-file=" + d + "/server.key",
+       "--trusted-ca-file=" + d + "/ca.crt", "--quota-requests-per-second=20"},
+      d + "/proxy.log");
+  ASSERT_TRUE(pid.ok());
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() { KillGroupAndReap(pid); }
+  } reaper{*pid};
+  auto tls_channel = [&](const std::string& who) {
+    grpc::SslCredentialsOptions o;
+    o.pem_root_certs = Slurp(d + "/ca.crt");
+    if (!who.empty()) {
+      o.pem_private_key = Slurp(d + "/" + who + ".key");
+      o.pem_cert_chain = Slurp(d + "/" + who + ".crt");
+    }
+    grpc::ChannelArguments args;
+    args.SetInt("meridian.test.conn", static_cast<int>(who.size()));
+    return grpc::CreateCustomChannel(ep, grpc::SslCredentials(o), args);
+  };
+  auto range = [](const std::shared_ptr<grpc::Channel>& ch) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+    etcdserverpb::RangeRequest req;
+    req.set_key("x");
+    etcdserverpb::RangeResponse resp;
+    return etcdserverpb::KV::NewStub(ch)->Range(&ctx, req, &resp);
+  };
+  auto alice = tls_channel("alice"), bob = tls_channel("bob");
+  ASSERT_TRUE(WaitUntil([&] { return range(bob).ok(); }, 15000))
+      << ReadFileTail(d + "/proxy.log", 4096);
+  // No client certificate: refused at the handshake.
+  EXPECT_FALSE(range(tls_channel("")).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // full buckets again
+  int alice_refused = 0, bob_refused = 0;
+  std::string message;
+  for (int i = 0; i < 60; ++i) {
+    auto st = range(alice);
+    if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      ++alice_refused;
+      message = st.error_message();
+    }
+    if (i % 6 == 0 && !range(bob).ok()) ++bob_refused;
+  }
+  EXPECT_GT(alice_refused, 20);
+  EXPECT_EQ(bob_refused, 0);
+  EXPECT_NE(message.find("client cn:alice is over its quota"), std::string::npos) << message;
+  EXPECT_NE(Curl(absl::StrCat("http://127.0.0.1:", *metrics_port, "/health")).stdout_text.find(
+                "\"health\":\"true\""),
+            std::string::npos);
 }
 
 TEST(ProxyLeaseTest, KeepalivesForOneLeaseAreCoalescedAndTtlsAreHonest) {
