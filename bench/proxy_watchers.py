@@ -8,11 +8,13 @@ turn (A B A B):
    200 puts, through the proxy: events/s, p99 put-to-delivery latency, lost/duplicated events,
    and the most watchers the member held meanwhile (etcd_debugging_mvcc_watcher_total).
 2. Idle: `meridian-bench idle-watchers` with 100,000 watchers (100 streams) held open through the
-   proxy: the proxy's RSS growth per client watcher, and the member's watcher count.
+   proxy: the proxy's RSS while they are open minus its RSS before any load, per client watcher
+   (an upper bound: what the fan-out step left allocated counts too), and the member's watcher
+   count.
 
   python3 bench/proxy_watchers.py [--reps 2] [--idle-watchers 100000] [--out FILE]
 
-Prints a Markdown table (and writes it to --out when given).
+Prints a Markdown table and writes it to --out (default docs/benchmarks-proxy.md).
 """
 import argparse
 import os
@@ -72,7 +74,8 @@ def main():
     ap.add_argument("--watchers", type=int, default=10000)
     ap.add_argument("--puts", type=int, default=200)
     ap.add_argument("--idle-watchers", type=int, default=100000)
-    ap.add_argument("--out")
+    ap.add_argument("--out", default=os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "benchmarks-proxy.md"))
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     bins = {"node": os.path.join(root, "build/bin/meridian-node"),
@@ -88,6 +91,10 @@ def main():
             c = compare.Cluster(kind, "proxy", bins, work)
             c.start()
             clusters[kind] = c
+        # RSS of each proxy before any load: growth is counted from here, so memory the fan-out
+        # step left behind counts against the idle watchers (an upper bound, not a flattering one).
+        fresh_kb = {k: compare.proc_status_kb(c.proxy.pid, "VmRSS") or 0
+                    for k, c in clusters.items()}
         for rep in range(args.reps):
             for kind in ("etcd", "meridian"):
                 c = clusters[kind]
@@ -106,7 +113,6 @@ def main():
                 row.update(events_per_s=res["qps"], p99_ms=res["latency_ms"]["p99"],
                            lost=w["lost"], dup=w["duplicated"], ooo=w["out_of_order"],
                            upstream_fanout=s.max_watchers)
-                base_kb = compare.proc_status_kb(proxy_pid, "VmRSS") or 0
                 hold_ms = 8000
                 idle = subprocess.Popen(
                     [bins["bench"], "idle-watchers", "--watchers", str(args.idle_watchers),
@@ -116,7 +122,8 @@ def main():
                 with Sampler(member, proxy_pid) as s:
                     idle.communicate(timeout=600)
                 row.update(idle_upstream=s.max_watchers,
-                           rss_per_watcher_b=(s.max_rss_kb - base_kb) * 1024 / args.idle_watchers)
+                           rss_per_watcher_b=(s.max_rss_kb - fresh_kb[kind]) * 1024 /
+                           args.idle_watchers)
                 rows[kind].append(row)
                 print(f"rep {rep} {kind}: {row}", flush=True)
     finally:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: installs and builds if needed, then runs a 3-member meridian-node cluster on
 # loopback (clients on 127.0.0.1:2379, 22379 and 32379; peers on 2380, 22380 and 32380) with
-# data in ./data/m0.etcd, m1.etcd and m2.etcd, until Ctrl-C, which stops all three.
+# data in ./data/m0.etcd, m1.etcd and m2.etcd, and a meridian-proxy in front of them on
+# 127.0.0.1:23790, until Ctrl-C, which stops them all.
 #
 #   MERIDIAN_MEMBERS=1 scripts/run-local.sh   # a single member on 127.0.0.1:2379 instead
 set -euo pipefail
@@ -50,6 +51,11 @@ for ((i = 0; i < MEMBERS; i++)); do
   pids+=($!)
 done
 
+# The proxy tier in front of the members (etcd grpc-proxy's default port).
+build/bin/meridian-proxy --endpoints "$endpoints" --listen-addr 127.0.0.1:23790 --log-level warn \
+  2>>"$DATA_ROOT/proxy.log" &
+pids+=($!)
+
 cat <<MSG
 
 A ${MEMBERS}-member meridian-node cluster is starting on loopback (data and logs in ${DATA_ROOT}).
@@ -63,10 +69,15 @@ Use it with etcdctl from another terminal, for example:
   etcdctl endpoint status --cluster -w table
   curl http://127.0.0.1:${client_ports[0]}/health
 
+or through the proxy, which coalesces watches and lease keepalives:
+
+  etcdctl --endpoints 127.0.0.1:23790 watch --prefix greet
+  curl http://127.0.0.1:23790/metrics | grep meridian_proxy
+
 Press Ctrl-C to stop it.
 
 MSG
 # Runs until a member exits (then stops the others) or Ctrl-C.
 wait -n "${pids[@]}"
-echo "a member exited; see ${DATA_ROOT}/m*.log" >&2
+echo "a member or the proxy exited; see ${DATA_ROOT}/*.log" >&2
 exit 1

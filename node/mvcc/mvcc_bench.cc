@@ -92,7 +92,7 @@ BENCHMARK(BM_RangePage)->Arg(0)->Arg(1)->ArgName("historical");
 
 class CountingSink : public WatchStream::Sink {
  public:
-  void Write(const etcdserverpb::WatchResponse*) override { ++writes; }
+  void Write(const etcdserverpb::WatchResponse*, bool) override { ++writes; }
   uint64_t writes = 0;
 };
 

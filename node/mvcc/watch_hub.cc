@@ -35,7 +35,7 @@ void WatchStream::WriteNextLocked() {
   queue_.pop_front();
   ++popped_;
   sink_busy_ = true;
-  sink_->Write(&in_flight_);
+  sink_->Write(&in_flight_, !queue_.empty());
 }
 
 bool WatchStream::OnWriteDone() {

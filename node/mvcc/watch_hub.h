@@ -50,7 +50,9 @@ class WatchStream {
     virtual ~Sink() = default;
     // Starts writing `msg` (which stays valid until the sink calls OnWriteDone). Called with
     // the stream mutex held, at most one write at a time; must not block or call back.
-    virtual void Write(const etcdserverpb::WatchResponse* msg) = 0;
+    // `more`: other responses are queued behind this one, so the transport may hold this one
+    // back briefly to send them together (gRPC's buffer hint); the last one flushes.
+    virtual void Write(const etcdserverpb::WatchResponse* msg, bool more) = 0;
   };
   explicit WatchStream(Sink* sink) : sink_(sink) {}
   // The sink finished the last write: starts the next one if any. Returns whether it did.

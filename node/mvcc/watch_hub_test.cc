@@ -15,7 +15,7 @@ namespace {
 // Records responses; the test decides when a write "completes".
 class FakeSink : public WatchStream::Sink {
  public:
-  void Write(const etcdserverpb::WatchResponse* msg) override {
+  void Write(const etcdserverpb::WatchResponse* msg, bool /*more*/) override {
     std::lock_guard<std::mutex> lock(mu);
     pending = *msg;
     has_pending = true;

@@ -130,7 +130,11 @@ class WatchReactor final
     StartRead(&req_);
   }
 
-  void Write(const etcdserverpb::WatchResponse* msg) override { StartWrite(msg); }
+  void Write(const etcdserverpb::WatchResponse* msg, bool more) override {
+    grpc::WriteOptions options;
+    if (more) options.set_buffer_hint();  // fewer socket writes under fan-out
+    StartWrite(msg, options);
+  }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
