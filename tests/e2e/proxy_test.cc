@@ -286,25 +286,51 @@ TEST(ProxyWatchTest, LateJoinersReceiveEveryEventFromTheirRevision) {
       << Metric(node_url, "etcd_debugging_mvcc_watcher_total");
 }
 
+// A meridian-proxy started by a test itself (in front of a Cluster, or with TLS), on a free
+// port, killed with its process group when the test ends.
+class OwnProxy {
+ public:
+  // `flags` come after --listen-addr; the log goes to dir()/proxy.log.
+  [[nodiscard]] absl::Status Start(std::vector<std::string> flags) {
+    auto port = PickFreePort();
+    if (!port.ok()) return port.status();
+    endpoint_ = absl::StrCat("127.0.0.1:", *port);
+    std::vector<std::string> argv = {ProxyBinary(ProxyKind::kMeridian),
+                                     "--listen-addr=" + endpoint_};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    auto pid = SpawnWithLog(argv, log_path());
+    if (!pid.ok()) return pid.status();
+    pid_ = *pid;
+    return absl::OkStatus();
+  }
+  ~OwnProxy() {
+    if (pid_ > 0) KillGroupAndReap(pid_);
+  }
+  const std::string& endpoint() const { return endpoint_; }
+  const std::string& dir() const { return dir_.path(); }
+  std::string log_path() const { return dir_.path() + "/proxy.log"; }
+  std::string LogTail() const { return ReadFileTail(log_path(), 8192); }
+  // Waits until `etcdctl endpoint health` through the (plain-text) proxy succeeds.
+  bool WaitHealthy() const {
+    return WaitUntil([&] { return Etcdctl(endpoint_, {"endpoint", "health"}).exit_code == 0; },
+                     15000);
+  }
+
+ private:
+  TempDir dir_;
+  std::string endpoint_;
+  pid_t pid_ = -1;
+};
+
 TEST(ProxyWatchTest, KillingTheMemberThatCarriesTheWatchLosesNothing) {
   ClusterOptions co;
   co.kind = ServerKind::kMeridian;
   Cluster cluster(co);
   ASSERT_TRUE(cluster.Start().ok()) << cluster.Diagnostics();
-  TempDir dir;
-  auto port = PickFreePort();
-  ASSERT_TRUE(port.ok());
-  std::string proxy_ep = absl::StrCat("127.0.0.1:", *port);
-  auto pid = SpawnWithLog({ProxyBinary(ProxyKind::kMeridian), "--endpoints=" + cluster.endpoints(),
-                           "--listen-addr=" + proxy_ep, "--probe-interval=200ms"},
-                          dir.path() + "/proxy.log");
-  ASSERT_TRUE(pid.ok());
-  struct Reaper {
-    pid_t pid;
-    ~Reaper() { KillGroupAndReap(pid); }
-  } reaper{*pid};
-  ASSERT_TRUE(WaitUntil([&] { return Etcdctl(proxy_ep, {"endpoint", "health"}).exit_code == 0; },
-                        15000));
+  OwnProxy proxy;
+  ASSERT_TRUE(proxy.Start({"--endpoints=" + cluster.endpoints(), "--probe-interval=200ms"}).ok());
+  ASSERT_TRUE(proxy.WaitHealthy()) << proxy.LogTail();
+  const std::string& proxy_ep = proxy.endpoint();
   std::vector<std::unique_ptr<WatchStream>> streams;
   for (int c = 0; c < 4; ++c) {
     streams.push_back(std::make_unique<WatchStream>(Dial(proxy_ep, c), true));
@@ -360,7 +386,7 @@ TEST(ProxyWatchTest, KillingTheMemberThatCarriesTheWatchLosesNothing) {
           return s->events_.size() == 25;
         },
         20000))
-        << ReadFileTail(dir.path() + "/proxy.log", 8192);
+        << proxy.LogTail();
     std::lock_guard<std::mutex> lock(s->mu_);
     EXPECT_EQ(s->canceled_, 0);
     EXPECT_FALSE(s->done_) << s->status_.error_message();
@@ -411,35 +437,26 @@ TEST(ProxyUpstreamTest, MembersFromTheMemberListAreUsedWithoutARestart) {
   co.kind = ServerKind::kMeridian;
   Cluster cluster(co);
   ASSERT_TRUE(cluster.Start().ok()) << cluster.Diagnostics();
-  TempDir dir;
-  auto port = PickFreePort();
-  ASSERT_TRUE(port.ok());
-  std::string proxy_ep = absl::StrCat("127.0.0.1:", *port);
   // Only member 0 is given; the others are learnt from the member list.
-  auto pid = SpawnWithLog({ProxyBinary(ProxyKind::kMeridian), "--endpoints=" + cluster.endpoint(0),
-                           "--listen-addr=" + proxy_ep, "--probe-interval=200ms",
-                           "--auto-sync-interval=500ms"},
-                          dir.path() + "/proxy.log");
-  ASSERT_TRUE(pid.ok());
-  struct Reaper {
-    pid_t pid;
-    ~Reaper() { KillGroupAndReap(pid); }
-  } reaper{*pid};
-  ASSERT_TRUE(WaitUntil([&] { return Etcdctl(proxy_ep, {"endpoint", "health"}).exit_code == 0; },
-                        15000));
+  OwnProxy proxy;
+  ASSERT_TRUE(proxy.Start({"--endpoints=" + cluster.endpoint(0), "--probe-interval=200ms",
+                           "--auto-sync-interval=500ms"})
+                  .ok());
+  ASSERT_TRUE(proxy.WaitHealthy()) << proxy.LogTail();
+  const std::string& proxy_ep = proxy.endpoint();
   ASSERT_TRUE(WaitUntil(
       [&] {
-        std::string log = ReadFileTail(dir.path() + "/proxy.log", 65536);
+        std::string log = ReadFileTail(proxy.log_path(), 65536);
         return log.find(cluster.endpoint(1) + " added") != std::string::npos &&
                log.find(cluster.endpoint(2) + " added") != std::string::npos;
       },
       10000))
-      << ReadFileTail(dir.path() + "/proxy.log", 4096);
+      << proxy.LogTail();
   cluster.Kill(0);
   ASSERT_TRUE(cluster.WaitForLeader(10000, 0).ok());
   EXPECT_TRUE(WaitUntil(
       [&] { return Etcdctl(proxy_ep, {"put", "after", "kill"}).exit_code == 0; }, 15000))
-      << ReadFileTail(dir.path() + "/proxy.log", 4096);
+      << proxy.LogTail();
   auto got = Etcdctl(proxy_ep, {"get", "after", "--print-value-only"});
   EXPECT_EQ(got.stdout_text, "kill\n");
 }
@@ -622,8 +639,8 @@ std::string Slurp(const std::string& path) {
 TEST(ProxyLimitsTest, RequestQuotaIsPerTlsCommonName) {
   ServerProcess server(MeridianBehindProxy());  // the member; the TLS proxy is started below
   ASSERT_TRUE(server.Start().ok()) << server.LogTail();
-  TempDir dir;
-  const std::string d = dir.path();
+  OwnProxy proxy;
+  const std::string d = proxy.dir();
   // A CA, a server certificate for 127.0.0.1 and two client certificates (EC keys: fast).
   const std::string script = absl::StrCat(
       "set -e; cd ", d, "\n",
@@ -638,21 +655,15 @@ TEST(ProxyLimitsTest, RequestQuotaIsPerTlsCommonName) {
       "done\n");
   auto gen = RunCommand({"/bin/sh", "-c", script}, "", 30000);
   ASSERT_EQ(gen.exit_code, 0) << gen.stderr_text;
-  auto port = PickFreePort();
   auto metrics_port = PickFreePort();
-  ASSERT_TRUE(port.ok() && metrics_port.ok());
-  const std::string ep = absl::StrCat("127.0.0.1:", *port);
-  auto pid = SpawnWithLog(
-      {ProxyBinary(ProxyKind::kMeridian), "--endpoints=" + server.server_endpoint(),
-       "--listen-addr=" + ep, absl::StrCat("--metrics-addr=http://127.0.0.1:", *metrics_port),
-       "--cert-file=" + d + "/server.crt", "--key-file=" + d + "/server.key",
-       "--trusted-ca-file=" + d + "/ca.crt", "--quota-requests-per-second=20"},
-      d + "/proxy.log");
-  ASSERT_TRUE(pid.ok());
-  struct Reaper {
-    pid_t pid;
-    ~Reaper() { KillGroupAndReap(pid); }
-  } reaper{*pid};
+  ASSERT_TRUE(metrics_port.ok());
+  ASSERT_TRUE(proxy
+                  .Start({"--endpoints=" + server.server_endpoint(),
+                          absl::StrCat("--metrics-addr=http://127.0.0.1:", *metrics_port),
+                          "--cert-file=" + d + "/server.crt", "--key-file=" + d + "/server.key",
+                          "--trusted-ca-file=" + d + "/ca.crt", "--quota-requests-per-second=20"})
+                  .ok());
+  const std::string& ep = proxy.endpoint();
   auto tls_channel = [&](const std::string& who) {
     grpc::SslCredentialsOptions o;
     o.pem_root_certs = Slurp(d + "/ca.crt");
@@ -673,8 +684,7 @@ TEST(ProxyLimitsTest, RequestQuotaIsPerTlsCommonName) {
     return etcdserverpb::KV::NewStub(ch)->Range(&ctx, req, &resp);
   };
   auto alice = tls_channel("alice"), bob = tls_channel("bob");
-  ASSERT_TRUE(WaitUntil([&] { return range(bob).ok(); }, 15000))
-      << ReadFileTail(d + "/proxy.log", 4096);
+  ASSERT_TRUE(WaitUntil([&] { return range(bob).ok(); }, 15000)) << proxy.LogTail();
   // No client certificate: refused at the handshake.
   EXPECT_FALSE(range(tls_channel("")).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // full buckets again
