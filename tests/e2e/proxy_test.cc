@@ -761,6 +761,37 @@ TEST(ProxyLeaseTest, KeepalivesForOneLeaseAreCoalescedAndTtlsAreHonest) {
       9000, 200));
 }
 
+// The serializable read cache: answers stay at most --read-cache-ttl old, linearizable reads
+// never use it, and entries are keyed by the caller's auth token.
+TEST(ProxyTest, ReadCacheIsBoundedInStalenessAndKeyedByToken) {
+  ServerProcess server(MeridianBehindProxy({"--read-cache-ttl=1s"}));
+  ASSERT_TRUE(server.Start().ok()) << server.LogTail();
+  auto via = etcdserverpb::KV::NewStub(Dial(server.endpoint(), 1));
+  auto direct = etcdserverpb::KV::NewStub(Dial(server.server_endpoint(), 2));
+  ASSERT_TRUE(Put(direct.get(), "c", "v1").ok());
+  auto get = [&](bool serializable, const std::string& token) {
+    grpc::ClientContext ctx;
+    if (!token.empty()) ctx.AddMetadata("token", token);
+    etcdserverpb::RangeRequest req;
+    req.set_key("c");
+    req.set_serializable(serializable);
+    etcdserverpb::RangeResponse resp;
+    auto st = via->Range(&ctx, req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp.kvs_size() == 1 ? resp.kvs(0).value() : std::string("<none>");
+  };
+  const std::string url = absl::StrCat("http://127.0.0.1:", server.proxy_port());
+  EXPECT_EQ(get(true, "t1"), "v1");  // miss, stored
+  ASSERT_TRUE(Put(direct.get(), "c", "v2").ok());
+  EXPECT_EQ(get(true, "t1"), "v1") << "served from the cache";
+  EXPECT_EQ(Metric(url, "etcd_grpc_proxy_cache_hits_total"), 1);
+  EXPECT_EQ(get(true, "t2"), "v2") << "another token has its own entries";
+  EXPECT_EQ(get(false, "t1"), "v2") << "linearizable reads bypass the cache";
+  EXPECT_EQ(Metric(url, "etcd_grpc_proxy_cache_hits_total"), 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  EXPECT_EQ(get(true, "t1"), "v2") << "an entry older than the TTL is not served";
+}
+
 TEST(ProxyTest, NamespaceIsolatesKeys) {
   ServerProcess server(MeridianBehindProxy({"--namespace=tenant-a/"}));
   ASSERT_TRUE(server.Start().ok()) << server.LogTail();
