@@ -74,8 +74,8 @@ class UpstreamPool {
 
   // True when some member answered its last probe and knows a leader.
   bool HasReadyMember();
-  // Lowest version among reachable members ("" if none), e.g. to decide whether their
-  // watch progress responses wait for every watcher to be synced (etcd >= 3.5.13 and Meridian).
+  // True when some member is reachable and every reachable one runs etcd >= 3.5.13 (or
+  // Meridian): their watch progress answers wait until every watcher is synced.
   bool AllReachableSupportSyncedProgress();
   // Marks a member as failed right away (a call to it broke), ahead of the next probe.
   void ReportFailure(const Upstream* upstream);
