@@ -13,9 +13,11 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/client_listener.h"
+#include "common/dial_target.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "common/url.h"
+#include "discovery/srv.h"
 #include "node/peer/transport.h"
 #include "node/server/config.h"
 #include "node/server/etcd_server.h"
@@ -43,7 +45,19 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (parsed->exit_now) return parsed->exit_code;
-  const server::ServerConfig& config = parsed->config;
+  server::ServerConfig& config = parsed->config;
+  SetDialDnsServer(config.discovery_dns_server);
+  if (!config.discovery_srv.empty()) {
+    config.discover_initial_cluster = [&config]() -> absl::StatusOr<std::string> {
+      discovery::ResolverOptions ro;
+      ro.dns_server = config.discovery_dns_server;
+      auto resolver = discovery::Resolver::Create(ro);
+      if (!resolver.ok()) return resolver.status();
+      return discovery::InitialClusterFromSrv(resolver->get(), config.discovery_srv,
+                                              config.discovery_srv_name, config.name,
+                                              config.initial_advertise_peer_urls);
+    };
+  }
 
   std::vector<Url> client_urls, metrics_urls;
   for (const auto* list : {&config.listen_client_urls, &config.listen_metrics_urls}) {

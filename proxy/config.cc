@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "common/duration.h"
 #include "common/log.h"
+#include "discovery/resolver.h"
 
 namespace meridian::proxy {
 namespace {
@@ -82,6 +83,11 @@ absl::StatusOr<ParsedProxyFlags> ParseProxyFlags(int argc, const char* const* ar
       {"read-cache-ttl", {&cache_ttl, "reuse serializable range responses this long (0: off)"}},
       {"read-cache-entries", {&cache_entries, "bound on cached serializable range responses"}},
       {"log-level", {&c.log_level, "debug, info, warn, error, panic or fatal"}},
+      {"discovery-srv",
+       {&c.discovery_srv, "domain whose SRV records name the members (followed as they change)"}},
+      {"discovery-srv-name", {&c.discovery_srv_name, "suffix to the SRV service name"}},
+      {"discovery-dns-server",
+       {&c.discovery_dns_server, "DNS server (ip:port) for --discovery-srv (default: resolv.conf)"}},
       {"cert-file", {&c.cert_file, "TLS certificate served to clients (PEM)"}},
       {"key-file", {&c.key_file, "TLS key of --cert-file (PEM)"}},
       {"trusted-ca-file",
@@ -160,6 +166,11 @@ absl::StatusOr<ParsedProxyFlags> ParseProxyFlags(int argc, const char* const* ar
     c.endpoints.emplace_back(e);
   }
   if (c.endpoints.empty()) return absl::InvalidArgumentError("--endpoints must not be empty");
+  if (!c.discovery_dns_server.empty()) {
+    auto dns = discovery::ParseDnsServer(c.discovery_dns_server);
+    if (!dns.ok()) return dns.status();
+    c.discovery_dns_server = *dns;
+  }
   c.metrics_addrs.clear();
   for (auto e : absl::StrSplit(metrics_addr, ',', absl::SkipWhitespace())) {
     c.metrics_addrs.emplace_back(e);

@@ -37,6 +37,11 @@ struct ProxyConfig {
   // Serializable range responses are reused for this long, per client identity (0 = no cache).
   int64_t read_cache_ttl_ms = 0;
   int64_t read_cache_entries = 10000;
+  // --discovery-srv: the members are the domain's _etcd-client(-ssl)._tcp SRV targets, looked up
+  // again as their TTL runs out (replaces --endpoints and MemberList sync).
+  std::string discovery_srv;
+  std::string discovery_srv_name;    // suffix of the service name (etcd's --discovery-srv-name)
+  std::string discovery_dns_server;  // ours: "ip:port" of the DNS server to ask
   std::string log_level = "info";
   // Client-facing TLS. With a certificate, gRPC is served over TLS on --listen-addr (HTTP
   // endpoints then only on --metrics-addr); with a trusted CA too, clients must present a

@@ -94,7 +94,8 @@ class UpstreamKeepAlive final
   const std::string token;
   const std::shared_ptr<Upstream> member;
   grpc::ClientContext ctx;
-  bool closing = false;  // guarded by LeaseState::mu
+  bool closing = false;   // guarded by LeaseState::mu
+  bool draining = false;  // its member left the member set (not a failure); LeaseState::mu
   int64_t idle_since_ms = 0;
 
  private:
@@ -198,7 +199,7 @@ void LeaseState::OnUpstreamDone(UpstreamKeepAlive* up, const grpc::Status& s) {
   std::lock_guard<std::mutex> lock(mu);
   --live_ups;
   if (auto it = ups.find(up->token); it != ups.end() && it->second == up) ups.erase(it);
-  if (!up->closing && !stopping) {
+  if (!up->closing && !up->draining && !stopping) {
     spdlog::warn("upstream keepalive stream to {} ended: {}; resending elsewhere",
                  up->member->endpoint, s.error_message());
     proxy->pool()->ReportFailure(up->member.get());
@@ -243,9 +244,16 @@ void LeaseState::Tick() {
         break;
       }
     }
-    if (used || up->closing) continue;
-    up->closing = true;
-    up->ctx.TryCancel();
+    if (up->closing || up->draining) continue;
+    if (!used) {
+      up->closing = true;
+      up->ctx.TryCancel();
+    } else if (!proxy->pool()->IsMember(up->member.get())) {
+      // Its member left the member set: in-flight keepalives are resent on a new stream.
+      spdlog::info("moving the keepalive stream off {}: no longer a member", up->member->endpoint);
+      up->draining = true;
+      up->ctx.TryCancel();
+    }
   }
 }
 

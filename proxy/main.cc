@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "common/client_listener.h"
+#include "common/dial_target.h"
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -103,6 +104,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
+  SetDialDnsServer(config.discovery_dns_server);
   metrics::Registry registry;
   proxy::Proxy px(config, &registry);
   if (auto st = px.Start(); !st.ok()) {
@@ -190,7 +192,9 @@ int main(int argc, char** argv) {
   }
   spdlog::info("meridian-proxy serving {} on {} for {}", tls ? "TLS" : "plain text",
                listen->HostPort(),
-               absl::StrJoin(config.endpoints, ","));
+               config.discovery_srv.empty()
+                   ? absl::StrJoin(config.endpoints, ",")
+                   : absl::StrCat("the members named by DNS SRV records of ", config.discovery_srv));
 
   int sig = 0;
   sigwait(&stop_signals, &sig);

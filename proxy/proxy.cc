@@ -422,8 +422,10 @@ class Proxy::Service final : public grpc::CallbackGenericService {
 Proxy::Proxy(ProxyConfig config, metrics::Registry* registry)
     : config_(std::move(config)),
       registry_(registry),
-      pool_(UpstreamPool::Options{config_.endpoints, static_cast<int>(config_.probe_interval_ms),
-                                  1000, static_cast<int>(config_.auto_sync_interval_ms)}),
+      // With DNS discovery, DNS alone says who the members are: no MemberList sync.
+      pool_(UpstreamPool::Options{
+          config_.endpoints, static_cast<int>(config_.probe_interval_ms), 1000,
+          config_.discovery_srv.empty() ? static_cast<int>(config_.auto_sync_interval_ms) : 0}),
       prefix_(config_.ns),
       quota_(QuotaTable::Limits{config_.quota_requests_per_second, config_.quota_bytes_per_second,
                                 config_.quota_watchers}) {
@@ -463,7 +465,66 @@ Proxy::Proxy(ProxyConfig config, metrics::Registry* registry)
 
 Proxy::~Proxy() { Stop(); }
 
+std::vector<UpstreamTarget> TargetsFromDns(const std::vector<discovery::DiscoveredEndpoint>& found,
+                                           std::vector<std::string>* skipped) {
+  std::vector<UpstreamTarget> out;
+  for (const auto& e : found) {
+    if (e.scheme != "http") {
+      skipped->push_back(absl::StrCat(e.Url(), ": TLS to members is not supported"));
+      continue;
+    }
+    std::vector<std::string> v4, v6;
+    for (const auto& a : e.addresses) {
+      (a.find(':') == std::string::npos ? v4 : v6).push_back(a);
+    }
+    std::string dial;
+    if (!v4.empty()) {
+      for (const auto& a : v4) absl::StrAppend(&dial, dial.empty() ? "ipv4:" : ",", a, ":", e.port);
+    } else {
+      for (const auto& a : v6) {
+        absl::StrAppend(&dial, dial.empty() ? "ipv6:" : ",", "[", a, "]:", e.port);
+      }
+    }
+    if (dial.empty()) continue;  // Discover() only returns targets that resolved
+    out.push_back(UpstreamTarget{e.HostPort(), dial, e.priority, e.weight});
+  }
+  return out;
+}
+
 absl::Status Proxy::Start() {
+  if (!config_.discovery_srv.empty()) {
+    discovery::FollowerOptions fo;
+    fo.resolver.dns_server = config_.discovery_dns_server;
+    fo.domain = config_.discovery_srv;
+    fo.suffix = config_.discovery_srv_name;
+    fo.role = discovery::Role::kClients;
+    follower_ = std::make_unique<discovery::SrvFollower>(fo);
+    auto st = follower_->Start([this](const std::vector<discovery::DiscoveredEndpoint>& found) {
+      std::vector<std::string> skipped;
+      auto targets = TargetsFromDns(found, &skipped);
+      for (const auto& why : skipped) spdlog::warn("discovery: skipped {}", why);
+      if (targets.empty()) {
+        spdlog::warn("discovery: {} publishes no plain-text client endpoint; keeping the members "
+                     "known so far", config_.discovery_srv);
+        return;
+      }
+      pool_.SetMembers(targets, "DNS");
+    });
+    if (!st.ok()) return st;
+    if (pool_.Snapshot().empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--discovery-srv ", config_.discovery_srv,
+          ": only TLS client endpoints (_etcd-client-ssl) are published, and meridian-proxy does "
+          "not dial members over TLS"));
+    }
+    auto& r = *registry_;
+    r.gauge_fn("meridian_proxy_discovery_lookups", "DNS SRV lookups of --discovery-srv.",
+               [this] { return static_cast<double>(follower_->lookups()); });
+    r.gauge_fn("meridian_proxy_discovery_failures", "DNS SRV lookups that failed.",
+               [this] { return static_cast<double>(follower_->failures()); });
+    r.gauge_fn("meridian_proxy_discovery_changes", "Member set changes found in DNS.",
+               [this] { return static_cast<double>(follower_->changes()); });
+  }
   auto st = pool_.Start();
   if (!st.ok()) return st;
   watch_->Start();
@@ -472,6 +533,7 @@ absl::Status Proxy::Start() {
 }
 
 void Proxy::Stop() {
+  if (follower_) follower_->Stop();
   if (watch_) watch_->Stop();
   if (lease_) lease_->Stop();
   pool_.Stop();

@@ -17,6 +17,7 @@
 #include "proxy/config.h"
 #include "proxy/key_prefix.h"
 #include "proxy/quota.h"
+#include "discovery/follower.h"
 #include "proxy/upstream.h"
 
 namespace meridian::proxy {
@@ -81,7 +82,14 @@ class Proxy {
   std::unique_ptr<WatchProxy> watch_;
   std::unique_ptr<LeaseProxy> lease_;
   std::unique_ptr<Service> service_;
+  std::unique_ptr<discovery::SrvFollower> follower_;  // with --discovery-srv
 };
+
+// The upstream members for what DNS publishes: plain-text (http) endpoints only, since the proxy
+// does not dial members over TLS; each dialled at its resolved addresses (IPv4 when it has any),
+// so that the DNS server that named them is also the one that located them.
+std::vector<UpstreamTarget> TargetsFromDns(const std::vector<discovery::DiscoveredEndpoint>& found,
+                                           std::vector<std::string>* skipped);
 
 // Copies a client's request metadata (auth token, require-leader, ...) onto an upstream call,
 // leaving out what gRPC sets itself.

@@ -1,10 +1,12 @@
 // Unit tests of the proxy's pure pieces: key prefixes, quotas, identities, flags, versions.
+#include <map>
 #include <sstream>
 
 #include "absl/strings/escaping.h"
 #include "gtest/gtest.h"
 #include "proxy/config.h"
 #include "proxy/key_prefix.h"
+#include "proxy/proxy.h"
 #include "proxy/quota.h"
 #include "proxy/upstream.h"
 
@@ -130,6 +132,62 @@ TEST(ConfigTest, FlagsEnvironmentAndErrors) {
   EXPECT_FALSE(ParseProxyFlags(2, bad, {}, out).ok());
   const char* unknown[] = {"meridian-proxy", "--no-such-flag=1"};
   EXPECT_FALSE(ParseProxyFlags(2, unknown, {}, out).ok());
+}
+
+TEST(UpstreamTest, ReadsPreferTheLowestPriorityAndFollowWeights) {
+  auto make = [](const std::string& name, uint16_t priority, uint16_t weight) {
+    auto u = std::make_shared<Upstream>();
+    u->endpoint = name;
+    u->priority = priority;
+    u->weight = weight;
+    return u;
+  };
+  auto light = make("light", 0, 1), heavy = make("heavy", 0, 3), backup = make("backup", 1, 100);
+  std::map<std::string, int> picks;
+  for (int i = 0; i < 4000; ++i) picks[PickByPriorityAndWeight({light, heavy, backup})->endpoint]++;
+  EXPECT_EQ(picks["backup"], 0);  // a higher priority value is only a fallback
+  EXPECT_NEAR(picks["heavy"] / 4000.0, 301.0 / 402.0, 0.01);  // weights 3:1 (+1 each)
+  // Equal weights: strict round-robin.
+  auto a = make("a", 0, 0), b = make("b", 0, 0);
+  std::string seq;
+  for (int i = 0; i < 6; ++i) seq += PickByPriorityAndWeight({a, b})->endpoint;
+  EXPECT_EQ(seq, "ababab");
+  // Only the fallback left.
+  EXPECT_EQ(PickByPriorityAndWeight({backup})->endpoint, "backup");
+  EXPECT_EQ(PickByPriorityAndWeight({}), nullptr);
+}
+
+TEST(UpstreamTest, DnsEndpointsBecomeAddressTargets) {
+  std::vector<discovery::DiscoveredEndpoint> found = {
+      {"http", "m1.example.com", 2379, 0, 5, {"10.0.0.1", "10.0.0.2", "fd00::1"}},
+      {"http", "m2.example.com", 2379, 1, 0, {"fd00::2"}},
+      {"https", "m3.example.com", 2379, 0, 0, {"10.0.0.3"}},
+  };
+  std::vector<std::string> skipped;
+  auto targets = TargetsFromDns(found, &skipped);
+  ASSERT_EQ(targets.size(), 2u);
+  EXPECT_EQ(targets[0].endpoint, "m1.example.com:2379");
+  EXPECT_EQ(targets[0].dial_target, "ipv4:10.0.0.1:2379,10.0.0.2:2379");
+  EXPECT_EQ(targets[0].weight, 5);
+  EXPECT_EQ(targets[1].dial_target, "ipv6:[fd00::2]:2379");
+  EXPECT_EQ(targets[1].priority, 1);
+  ASSERT_EQ(skipped.size(), 1u);
+  EXPECT_NE(skipped[0].find("TLS to members is not supported"), std::string::npos);
+}
+
+TEST(ConfigTest, DiscoveryFlags) {
+  std::ostringstream out;
+  const char* argv[] = {"meridian-proxy", "--discovery-srv=example.com",
+                        "--discovery-dns-server=127.0.0.1:5353"};
+  auto p = ParseProxyFlags(3, argv, {"ETCD_DISCOVERY_SRV_NAME=prod"}, out);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->config.discovery_srv, "example.com");
+  EXPECT_EQ(p->config.discovery_srv_name, "prod");
+  EXPECT_EQ(p->config.discovery_dns_server, "127.0.0.1:5353");
+  const char* bad[] = {"meridian-proxy", "--discovery-dns-server=ns1.example.com"};
+  auto b = ParseProxyFlags(2, bad, {}, out);
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.status().message().find("--discovery-dns-server"), std::string::npos);
 }
 
 }  // namespace

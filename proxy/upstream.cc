@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/dial_target.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 #include "spdlog/spdlog.h"
 
@@ -60,7 +61,7 @@ bool VersionAtLeast(const std::string& version, int major, int minor, int patch)
   return true;
 }
 
-std::shared_ptr<grpc::Channel> UpstreamPool::MakeChannel(const std::string& endpoint) {
+std::shared_ptr<grpc::Channel> UpstreamPool::MakeChannel(const std::string& dial_target) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(INT_MAX);
   args.SetMaxSendMessageSize(INT_MAX);
@@ -76,7 +77,7 @@ std::shared_ptr<grpc::Channel> UpstreamPool::MakeChannel(const std::string& endp
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   // Each member its own connection even when two endpoints resolve alike.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(dial_target, grpc::InsecureChannelCredentials(), args);
 }
 
 UpstreamPool::UpstreamPool(Options options) : options_(std::move(options)) {}
@@ -84,21 +85,83 @@ UpstreamPool::UpstreamPool(Options options) : options_(std::move(options)) {}
 UpstreamPool::~UpstreamPool() { Stop(); }
 
 absl::Status UpstreamPool::Start() {
-  if (options_.endpoints.empty()) return absl::InvalidArgumentError("no --endpoints given");
-  std::set<std::string> seen;
-  for (const auto& e : options_.endpoints) {
-    auto norm = NormalizeEndpoint(e);
-    if (!norm.ok()) return norm.status();
-    if (!seen.insert(*norm).second) continue;
-    auto u = std::make_shared<Upstream>();
-    u->endpoint = *norm;
-    u->channel = MakeChannel(*norm);
-    members_.push_back(std::move(u));
+  bool have_members;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    have_members = !members_.empty();
+  }
+  if (!have_members) {
+    if (options_.endpoints.empty()) return absl::InvalidArgumentError("no --endpoints given");
+    std::vector<UpstreamTarget> targets;
+    for (const auto& e : options_.endpoints) {
+      auto norm = NormalizeEndpoint(e);
+      if (!norm.ok()) return norm.status();
+      targets.push_back(UpstreamTarget{*norm, "", 0, 0});
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    ReplaceLocked(targets, "--endpoints");
   }
   ProbeAll();
   last_sync_ms_ = NowMs();
   prober_ = std::thread([this] { ProbeLoop(); });
+  started_ = true;
   return absl::OkStatus();
+}
+
+std::vector<std::shared_ptr<Upstream>> UpstreamPool::ReplaceLocked(
+    const std::vector<UpstreamTarget>& targets, const std::string& source) {
+  std::vector<std::shared_ptr<Upstream>> next, added;
+  for (const auto& t : targets) {
+    const std::string dial = t.dial_target.empty() ? DialTarget(t.endpoint) : t.dial_target;
+    if (std::any_of(next.begin(), next.end(), [&](const auto& m) { return m->dial_target == dial; })) {
+      continue;
+    }
+    auto it = std::find_if(members_.begin(), members_.end(), [&](const auto& m) {
+      return m->endpoint == t.endpoint && m->dial_target == dial;
+    });
+    if (it != members_.end()) {
+      (*it)->priority = t.priority;
+      (*it)->weight = t.weight;
+      next.push_back(*it);
+      continue;
+    }
+    auto m = std::make_shared<Upstream>();
+    m->endpoint = t.endpoint;
+    m->dial_target = dial;
+    m->channel = MakeChannel(dial);
+    m->priority = t.priority;
+    m->weight = t.weight;
+    if (!members_.empty()) {
+      spdlog::info("upstream {} added from {} (dialled at {})", t.endpoint, source, dial);
+    }
+    next.push_back(m);
+    added.push_back(std::move(m));
+  }
+  for (const auto& m : members_) {
+    if (std::none_of(next.begin(), next.end(), [&](const auto& n) { return n == m; })) {
+      spdlog::info("upstream {} is gone from {}; draining it (was dialled at {})", m->endpoint,
+                   source, m->dial_target);
+    }
+  }
+  members_ = std::move(next);
+  return added;
+}
+
+void UpstreamPool::SetMembers(const std::vector<UpstreamTarget>& targets,
+                              const std::string& source) {
+  if (targets.empty()) return;  // never drop every member: keep what we have
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ReplaceLocked(targets, source);
+  }
+  // New members are probed now rather than at the next interval, so they take traffic at once.
+  if (started_) ProbeAll();
+}
+
+bool UpstreamPool::IsMember(const Upstream* upstream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return std::any_of(members_.begin(), members_.end(),
+                     [&](const auto& m) { return m.get() == upstream; });
 }
 
 void UpstreamPool::Stop() {
@@ -208,27 +271,10 @@ void UpstreamPool::SyncMembers() {
     }
   }
   if (endpoints.empty()) return;  // members that have not published URLs yet: keep what we have
+  std::vector<UpstreamTarget> targets;
+  for (const auto& e : endpoints) targets.push_back(UpstreamTarget{e, "", 0, 0});
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::shared_ptr<Upstream>> next;
-  for (const auto& e : endpoints) {
-    auto it = std::find_if(members_.begin(), members_.end(),
-                           [&](const auto& m) { return m->endpoint == e; });
-    if (it != members_.end()) {
-      next.push_back(*it);
-    } else {
-      auto m = std::make_shared<Upstream>();
-      m->endpoint = e;
-      m->channel = MakeChannel(e);
-      spdlog::info("upstream {} added from the member list", e);
-      next.push_back(std::move(m));
-    }
-  }
-  for (const auto& m : members_) {
-    if (std::none_of(next.begin(), next.end(), [&](const auto& n) { return n == m; })) {
-      spdlog::info("upstream {} is no longer a member; draining it", m->endpoint);
-    }
-  }
-  members_ = std::move(next);
+  ReplaceLocked(targets, "the member list");
 }
 
 std::shared_ptr<Upstream> UpstreamPool::PickLocked(const Upstream* avoid, bool round_robin) {
@@ -244,11 +290,20 @@ std::shared_ptr<Upstream> UpstreamPool::PickLocked(const Upstream* avoid, bool r
     }
   }
   if (!candidates.empty()) {
-    if (round_robin) return candidates[round_robin_++ % candidates.size()];
-    for (const auto& m : candidates) {
-      if (m->member_id == m->leader_id) return m;
+    // Writes go to the leader whatever its priority: another member would only forward them.
+    if (!round_robin) {
+      for (const auto& m : candidates) {
+        if (m->member_id == m->leader_id) return m;
+      }
     }
-    return candidates.front();
+    if (!round_robin) {
+      uint16_t best = UINT16_MAX;
+      for (const auto& m : candidates) best = std::min(best, m->priority);
+      for (const auto& m : candidates) {
+        if (m->priority == best) return m;
+      }
+    }
+    return PickByPriorityAndWeight(std::move(candidates));
   }
   // Nothing ready: the member that failed fewest times in a row, preferring not `avoid`.
   std::shared_ptr<Upstream> best;
@@ -257,6 +312,27 @@ std::shared_ptr<Upstream> UpstreamPool::PickLocked(const Upstream* avoid, bool r
     if (!best || m->consecutive_failures < best->consecutive_failures) best = m;
   }
   return best;
+}
+
+std::shared_ptr<Upstream> PickByPriorityAndWeight(
+    std::vector<std::shared_ptr<Upstream>> candidates) {
+  // The lowest priority (SRV) among the candidates...
+  uint16_t best = UINT16_MAX;
+  for (const auto& m : candidates) best = std::min(best, m->priority);
+  std::erase_if(candidates, [&](const auto& m) { return m->priority != best; });
+  // ...then smooth weighted round-robin: every pick adds each candidate's weight to its current
+  // weight and takes the largest, which then pays back the total. A weight of 0 keeps a small
+  // share (RFC 2782: "a very small chance of being selected"); equal weights give round-robin.
+  int64_t total = 0;
+  std::shared_ptr<Upstream> chosen;
+  for (const auto& m : candidates) {
+    const int64_t effective = 100 * static_cast<int64_t>(m->weight) + 1;
+    m->current_weight += effective;
+    total += effective;
+    if (!chosen || m->current_weight > chosen->current_weight) chosen = m;
+  }
+  if (chosen) chosen->current_weight -= total;
+  return chosen;
 }
 
 std::shared_ptr<Upstream> UpstreamPool::Pick(const Upstream* avoid) {

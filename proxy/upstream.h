@@ -27,14 +27,28 @@ namespace meridian::proxy {
 
 // One member as the pool sees it. Shared by the calls that use it.
 struct Upstream {
-  std::string endpoint;  // "127.0.0.1:2379"
+  std::string endpoint;  // "127.0.0.1:2379" (or the SRV target "m1.example.com:2379")
+  std::string dial_target;  // what the channel dials ("ipv4:10.0.0.1:2379" for SRV targets)
   std::shared_ptr<grpc::Channel> channel;
+  // From SRV records: reads prefer the lowest priority among ready members and spread over it in
+  // proportion to weight. 0/0 for --endpoints and MemberList members.
+  uint16_t priority = 0;
+  uint16_t weight = 0;
+  int64_t current_weight = 0;  // smooth weighted round-robin state, under the pool's lock
   // Filled by the prober (read under the pool's lock via Snapshot()).
   uint64_t member_id = 0;
   uint64_t leader_id = 0;
   std::string version;  // etcd server version from Status, e.g. "3.4.23"
   bool reachable = false;
   int consecutive_failures = 0;
+};
+
+// One member to use, as --endpoints, MemberList or DNS name it.
+struct UpstreamTarget {
+  std::string endpoint;     // "host:port"
+  std::string dial_target;  // "" = DialTarget(endpoint)
+  uint16_t priority = 0;
+  uint16_t weight = 0;
 };
 
 struct UpstreamInfo {
@@ -60,8 +74,15 @@ class UpstreamPool {
   UpstreamPool& operator=(const UpstreamPool&) = delete;
 
   // Validates the endpoints, creates the channels, probes once synchronously and starts the
-  // prober thread. Fails only for malformed endpoints; unreachable members are retried.
+  // prober thread. Fails only for malformed endpoints; unreachable members are retried. With
+  // members already given by SetMembers (DNS discovery), options.endpoints is not used.
   [[nodiscard]] absl::Status Start();
+  // Replaces the member set (DNS discovery, MemberList sync): members that stay keep their
+  // channel and state, new ones are probed at once, and removed ones are drained (calls in flight
+  // finish; the watch and lease proxies move their streams off them).
+  void SetMembers(const std::vector<UpstreamTarget>& targets, const std::string& source);
+  // False once `upstream` has been removed from the member set.
+  bool IsMember(const Upstream* upstream);
   void Stop();
 
   // The member to send a request to: the ready leader, else a ready member, else (nothing is
@@ -69,7 +90,8 @@ class UpstreamPool {
   // `avoid` is skipped when another choice exists (retries, stream fail-over). Never null once
   // started.
   std::shared_ptr<Upstream> Pick(const Upstream* avoid = nullptr);
-  // Round-robin over ready members (reads that any member can serve).
+  // Reads that any member can serve: ready members of the lowest priority, smooth weighted
+  // round-robin by weight (plain round-robin when the weights are equal).
   std::shared_ptr<Upstream> PickAny(const Upstream* avoid = nullptr);
 
   // True when some member answered its last probe and knows a leader.
@@ -81,26 +103,32 @@ class UpstreamPool {
   void ReportFailure(const Upstream* upstream);
   std::vector<UpstreamInfo> Snapshot();
   // Channel to every endpoint as gRPC creates them; used by the pool and by tests.
-  static std::shared_ptr<grpc::Channel> MakeChannel(const std::string& endpoint);
+  static std::shared_ptr<grpc::Channel> MakeChannel(const std::string& dial_target);
 
  private:
   void ProbeLoop();
   void ProbeAll();
   void SyncMembers();
   std::shared_ptr<Upstream> PickLocked(const Upstream* avoid, bool round_robin);
+  std::vector<std::shared_ptr<Upstream>> ReplaceLocked(const std::vector<UpstreamTarget>& targets,
+                                                       const std::string& source);
 
   Options options_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::shared_ptr<Upstream>> members_;
-  size_t round_robin_ = 0;
   bool stopping_ = false;
   std::thread prober_;
+  std::atomic<bool> started_{false};
   int64_t last_sync_ms_ = 0;
 };
 
 // "http://h:p" or "h:p" -> "h:p"; error for anything else (https is refused: no TLS upstream).
 [[nodiscard]] absl::StatusOr<std::string> NormalizeEndpoint(const std::string& text);
+
+// Among `candidates`: those with the lowest priority, then smooth weighted round-robin by weight
+// (each call moves their current_weight; call under the pool's lock). Null for no candidates.
+std::shared_ptr<Upstream> PickByPriorityAndWeight(std::vector<std::shared_ptr<Upstream>> candidates);
 
 // Whether an etcd version string is at least major.minor.patch.
 bool VersionAtLeast(const std::string& version, int major, int minor, int patch);

@@ -210,6 +210,7 @@ class UpstreamStream final : public QueuedClientCall<WatchRequest, WatchResponse
   std::deque<int64_t> awaiting_created;
   bool progress_requested = false;
   bool closing = false;  // closed on purpose (idle, shutdown): not a member failure
+  bool draining = false;  // its member left the member set: moved elsewhere, not a failure
   bool answered = false;
   int64_t idle_since_ms = 0;
 
@@ -902,7 +903,7 @@ void WatchState::OnUpstreamDone(UpstreamStream* up, const grpc::Status& status) 
   scan_watchers = true;
   --live_ups;
   if (auto it = ups.find(up->token); it != ups.end() && it->second == up) ups.erase(it);
-  if (!up->closing && !stopping) {
+  if (!up->closing && !up->draining && !stopping) {
     spdlog::warn("upstream watch stream to {} ended: {} ({}); resuming elsewhere",
                  up->member->endpoint, status.error_message(), static_cast<int>(status.error_code()));
     proxy->pool()->ReportFailure(up->member.get());
@@ -929,6 +930,15 @@ void WatchState::OnUpstreamDone(UpstreamStream* up, const grpc::Status& status) 
 void WatchState::Tick() {
   int64_t now = SteadyNowMs();
   if (proxy->pool()->HasReadyMember()) last_ready_ms = now;
+  // Streams on a member that left the member set (DNS, MemberList) move to another member: the
+  // cancelled stream's watchers are re-created from their positions, as after a failure.
+  for (auto& [token, up] : ups) {
+    if (!up->draining && !up->closing && !proxy->pool()->IsMember(up->member.get())) {
+      spdlog::info("moving the watch stream off {}: no longer a member", up->member->endpoint);
+      up->draining = true;
+      up->ctx.TryCancel();
+    }
+  }
   // Re-home what lost its upstream stream.
   std::set<std::string> tokens;
   for (auto& [spec, b] : broadcasts) {

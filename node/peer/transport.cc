@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/dial_target.h"
 #include "common/strings.h"
 #include "common/url.h"
 #include "meridian/raft.grpc.pb.h"
@@ -76,7 +77,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const std::string& target,
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   args.SetMaxReceiveMessageSize(ClampToInt(o.max_message_bytes + kMessageSlackBytes));
   args.SetMaxSendMessageSize(ClampToInt(o.max_message_bytes + kMessageSlackBytes));
-  return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(DialTarget(target), grpc::InsecureChannelCredentials(), args);
 }
 
 void AddCallMetadata(grpc::ClientContext* ctx, uint64_t cluster_id, uint64_t from) {
@@ -945,7 +946,8 @@ absl::StatusOr<meridianpb::ClusterInfoResponse> PeerTransport::FetchClusterInfo(
       continue;
     }
     auto stub =
-        meridianpb::Peer::NewStub(grpc::CreateChannel(*target, grpc::InsecureChannelCredentials()));
+        meridianpb::Peer::NewStub(
+            grpc::CreateChannel(DialTarget(*target), grpc::InsecureChannelCredentials()));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
     // A joiner does not know the cluster id yet; the server does not check it for this call.

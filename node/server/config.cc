@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "node/server/version.h"
 #include "common/duration.h"
+#include "discovery/resolver.h"
 
 namespace meridian::server {
 
@@ -68,6 +69,9 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
       {"initial-cluster", &c.initial_cluster},
       {"initial-cluster-token", &c.initial_cluster_token},
       {"initial-cluster-state", &c.initial_cluster_state},
+      {"discovery-srv", &c.discovery_srv},
+      {"discovery-srv-name", &c.discovery_srv_name},
+      {"discovery-dns-server", &c.discovery_dns_server},
       {"listen-metrics-urls", &listen_metrics},
       {"quota-backend-bytes", &quota},
       {"max-request-bytes", &max_request},
@@ -94,6 +98,10 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
       {"initial-cluster", "initial cluster configuration for bootstrapping"},
       {"initial-cluster-token", "initial cluster token for the cluster during bootstrap"},
       {"initial-cluster-state", "initial cluster state ('new' or 'existing')"},
+      {"discovery-srv", "DNS domain used to bootstrap the initial cluster (SRV records)"},
+      {"discovery-srv-name", "suffix to the DNS SRV service name queried for discovery"},
+      {"discovery-dns-server",
+       "DNS server (ip:port) for --discovery-srv and peer host names (default: resolv.conf)"},
       {"listen-metrics-urls", "list of URLs to listen on for /metrics and /health"},
       {"quota-backend-bytes", "raise an alarm when the backend size exceeds this (0: 2 GiB)"},
       {"max-request-bytes", "maximum client request size in bytes"},
@@ -217,7 +225,17 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
   if (c.name.empty()) return absl::InvalidArgumentError("--name must not be empty");
   if (c.data_dir.empty()) c.data_dir = c.name + ".etcd";
   if (c.wal_dir.empty()) c.wal_dir = c.data_dir + "/member/wal";
-  if (c.initial_cluster.empty()) {
+  if (!c.discovery_srv.empty() && !c.initial_cluster.empty()) {
+    return absl::InvalidArgumentError(
+        "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", "
+        "\"discovery\" or \"discovery-srv\"");
+  }
+  if (!c.discovery_dns_server.empty()) {
+    auto dns = discovery::ParseDnsServer(c.discovery_dns_server);
+    if (!dns.ok()) return dns.status();
+    c.discovery_dns_server = *dns;
+  }
+  if (c.initial_cluster.empty() && c.discovery_srv.empty()) {
     for (const auto& u : c.initial_advertise_peer_urls) {
       if (!c.initial_cluster.empty()) c.initial_cluster += ",";
       c.initial_cluster += c.name + "=" + u;

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <string>
 #include <vector>
@@ -22,6 +23,15 @@ struct ServerConfig {
   std::string initial_cluster;  // default: "<name>=<initial-advertise-peer-urls>"
   std::string initial_cluster_token = "etcd-cluster";
   std::string initial_cluster_state = "new";
+  // etcd's --discovery-srv / --discovery-srv-name: the initial cluster comes from the domain's
+  // _etcd-server(-ssl)._tcp SRV records instead of --initial-cluster.
+  std::string discovery_srv;
+  std::string discovery_srv_name;
+  // Ours: the DNS server ("ip:port") for --discovery-srv and for dialling peers by host name.
+  std::string discovery_dns_server;
+  // Set by main when discovery_srv is: resolves --initial-cluster. Called only when the member is
+  // bootstrapped (no identity in the data dir yet), as etcd resolves only then.
+  std::function<absl::StatusOr<std::string>()> discover_initial_cluster;
   std::vector<std::string> listen_metrics_urls;
   int64_t quota_backend_bytes = 0;  // 0: etcd's default (2 GiB); negative: no quota
   uint64_t max_request_bytes = 1572864;

@@ -47,6 +47,23 @@ TEST(ConfigTest, EnvironmentVariablesAndFlagsWin) {
   EXPECT_EQ(p->config.auto_compaction_mode, "revision");
 }
 
+TEST(ConfigTest, DiscoverySrvReplacesTheInitialCluster) {
+  auto p = Parse({"--discovery-srv", "example.com", "--discovery-dns-server", "10.0.0.2"},
+                 {"ETCD_DISCOVERY_SRV_NAME=prod"});
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->config.discovery_srv, "example.com");
+  EXPECT_EQ(p->config.discovery_srv_name, "prod");
+  EXPECT_EQ(p->config.discovery_dns_server, "10.0.0.2:53");
+  EXPECT_EQ(p->config.initial_cluster, "");  // no default: DNS gives it at bootstrap
+  // As etcd: only one way to bootstrap.
+  auto both = Parse({"--discovery-srv", "example.com", "--initial-cluster", "a=http://h:2380"});
+  ASSERT_FALSE(both.ok());
+  EXPECT_EQ(both.status().message(),
+            "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", "
+            "\"discovery\" or \"discovery-srv\"");
+  EXPECT_FALSE(Parse({"--discovery-dns-server", "dns.example.com:53"}).ok());
+}
+
 TEST(ConfigTest, BadInputIsRefusedWithTheFlagNamed) {
   for (const auto& args : std::vector<std::vector<std::string>>{
            {"--no-such-flag"},

@@ -237,7 +237,8 @@ static absl::StatusOr<std::vector<Member>> ParseInitialMembers(const ServerConfi
   return out;
 }
 
-absl::Status EtcdServer::InitIdentity(const std::vector<Member>& initial, bool* bootstrap_new) {
+absl::Status EtcdServer::InitIdentity(std::vector<Member>* initial_members,
+                                      bool* bootstrap_new) {
   *bootstrap_new = false;
   auto mid = store_->GetMeta(kMetaMemberId);
   auto cid = store_->GetMeta(kMetaClusterId);
@@ -249,6 +250,19 @@ absl::Status EtcdServer::InitIdentity(const std::vector<Member>& initial, bool* 
     cluster_id_ = mvcc::GetBigEndian64(**cid);
     return LoadMembership();
   }
+  // A new member with --discovery-srv: the initial cluster comes from DNS, now and only now.
+  if (config_.discover_initial_cluster) {
+    auto cluster = config_.discover_initial_cluster();
+    if (!cluster.ok()) return cluster.status();
+    LogJson("info", absl::StrCat("initial cluster from the DNS SRV records of ",
+                                 config_.discovery_srv, ": ", *cluster));
+    ServerConfig from_dns = config_;
+    from_dns.initial_cluster = *cluster;
+    auto parsed = ParseInitialMembers(from_dns);
+    if (!parsed.ok()) return parsed.status();
+    *initial_members = std::move(*parsed);  // the bootstrap's voters, too
+  }
+  const std::vector<Member>& initial = *initial_members;
   auto me = std::find_if(initial.begin(), initial.end(),
                          [&](const Member& m) { return m.name == config_.name; });
   if (me == initial.end()) {
@@ -438,7 +452,7 @@ absl::Status EtcdServer::Init() {
   store_ = std::move(*store);
 
   bool bootstrap_new = false;
-  if (auto st = InitIdentity(*initial, &bootstrap_new); !st.ok()) return st;
+  if (auto st = InitIdentity(&*initial, &bootstrap_new); !st.ok()) return st;
   id_prefix_ = (self_id_ & 0xffff) << 48;
   uint64_t now_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                               std::chrono::system_clock::now().time_since_epoch())

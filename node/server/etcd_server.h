@@ -159,7 +159,8 @@ class EtcdServer {
 
   EtcdServer(const ServerConfig& config, const lease::Clock* clock, metrics::Registry* metrics);
   [[nodiscard]] absl::Status Init();
-  [[nodiscard]] absl::Status InitIdentity(const std::vector<Member>& initial, bool* bootstrap_new);
+  // With --discovery-srv on a new member, *initial_members is replaced by what DNS publishes.
+  [[nodiscard]] absl::Status InitIdentity(std::vector<Member>* initial_members, bool* bootstrap_new);
   [[nodiscard]] absl::Status LoadMembership();
   [[nodiscard]] absl::Status LoadLeasesAndAlarms();
   void SyncPeers();

@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "common/dial_target.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 
 namespace meridian::server {
@@ -68,7 +69,7 @@ void LeaderForwarder::Run() {
       std::string target = leader_endpoint_();
       if (!target.empty()) {
         if (target != channel_target_ || !channel_) {
-          channel_ = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+          channel_ = grpc::CreateChannel(DialTarget(target), grpc::InsecureChannelCredentials());
           channel_target_ = target;
         }
         channel = channel_;

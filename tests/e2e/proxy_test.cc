@@ -286,42 +286,6 @@ TEST(ProxyWatchTest, LateJoinersReceiveEveryEventFromTheirRevision) {
       << Metric(node_url, "etcd_debugging_mvcc_watcher_total");
 }
 
-// A meridian-proxy started by a test itself (in front of a Cluster, or with TLS), on a free
-// port, killed with its process group when the test ends.
-class OwnProxy {
- public:
-  // `flags` come after --listen-addr; the log goes to dir()/proxy.log.
-  [[nodiscard]] absl::Status Start(std::vector<std::string> flags) {
-    auto port = PickFreePort();
-    if (!port.ok()) return port.status();
-    endpoint_ = absl::StrCat("127.0.0.1:", *port);
-    std::vector<std::string> argv = {ProxyBinary(ProxyKind::kMeridian),
-                                     "--listen-addr=" + endpoint_};
-    argv.insert(argv.end(), flags.begin(), flags.end());
-    auto pid = SpawnWithLog(argv, log_path());
-    if (!pid.ok()) return pid.status();
-    pid_ = *pid;
-    return absl::OkStatus();
-  }
-  ~OwnProxy() {
-    if (pid_ > 0) KillGroupAndReap(pid_);
-  }
-  const std::string& endpoint() const { return endpoint_; }
-  const std::string& dir() const { return dir_.path(); }
-  std::string log_path() const { return dir_.path() + "/proxy.log"; }
-  std::string LogTail() const { return ReadFileTail(log_path(), 8192); }
-  // Waits until `etcdctl endpoint health` through the (plain-text) proxy succeeds.
-  bool WaitHealthy() const {
-    return WaitUntil([&] { return Etcdctl(endpoint_, {"endpoint", "health"}).exit_code == 0; },
-                     15000);
-  }
-
- private:
-  TempDir dir_;
-  std::string endpoint_;
-  pid_t pid_ = -1;
-};
-
 TEST(ProxyWatchTest, KillingTheMemberThatCarriesTheWatchLosesNothing) {
   ClusterOptions co;
   co.kind = ServerKind::kMeridian;
