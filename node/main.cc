@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/client_listener.h"
 #include "common/dial_target.h"
+#include "common/flags.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "common/url.h"
@@ -23,8 +24,6 @@
 #include "node/server/etcd_server.h"
 #include "node/server/services.h"
 #include "node/server/version.h"
-
-extern char** environ;
 
 namespace {
 
@@ -36,8 +35,7 @@ void LogJson(const char* level, const std::string& msg) {
 
 int main(int argc, char** argv) {
   using namespace meridian;
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  const std::vector<std::string> env = ProcessEnvironment();
   auto parsed = server::ParseFlags(argc, argv, env, std::cout);
   if (!parsed.ok()) {
     std::cerr << "meridian-node: " << parsed.status().message() << "\n"

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/duration.h"
+#include "common/flags.h"
 #include "common/log.h"
 #include "discovery/resolver.h"
 
@@ -93,36 +94,24 @@ absl::StatusOr<ParsedProxyFlags> ParseProxyFlags(int argc, const char* const* ar
       {"trusted-ca-file",
        {&c.trusted_ca_file, "CA (PEM) that must have signed every client's certificate"}},
   };
-  std::map<std::string, std::string> envmap;
-  for (const auto& kv : env) {
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) envmap[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
+  const std::map<std::string, std::string> envmap = EnvironmentMap(env);
   for (auto& [name, target] : flags) {
-    std::string suffix;
-    for (char ch : name) suffix.push_back(ch == '-' ? '_' : static_cast<char>(toupper(ch)));
     for (const std::string prefix : {"ETCD_", "MERIDIAN_PROXY_"}) {
-      if (auto it = envmap.find(prefix + suffix); it != envmap.end()) *target.first = it->second;
+      if (auto it = envmap.find(prefix + EnvName(name)); it != envmap.end()) {
+        *target.first = it->second;
+      }
     }
     app.add_option("--" + name, *target.first, target.second);
   }
   app.add_flag("--version", version, "print the version and exit");
-  std::vector<std::string> args;
-  for (int i = argc - 1; i >= 1; --i) {
-    std::string a = argv[i];
-    if (a.size() > 2 && a[0] == '-' && a[1] != '-') a = "-" + a;  // Go accepts -flag
-    args.push_back(a);
-  }
+  std::vector<std::string> args = GoStyleArgs(argc, argv);
   // `meridian-proxy start ...` reads like `etcd grpc-proxy start ...`.
   if (!args.empty() && args.back() == "start") args.pop_back();
-  try {
-    app.parse(args);
-  } catch (const CLI::CallForHelp&) {
-    out << app.help();
+  auto go_on = ParseArgs(app, std::move(args), out);
+  if (!go_on.ok()) return go_on.status();
+  if (!*go_on) {
     parsed.exit_now = true;
     return parsed;
-  } catch (const CLI::ParseError& e) {
-    return absl::InvalidArgumentError(e.what());
   }
   if (version) {
     out << "meridian-proxy Version: 3.5.17\n";

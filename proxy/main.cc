@@ -14,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/client_listener.h"
 #include "common/dial_target.h"
+#include "common/flags.h"
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -22,8 +23,6 @@
 #include "proxy/proxy.h"
 #include "proxy/watch_proxy.h"
 #include "spdlog/spdlog.h"
-
-extern char** environ;
 
 namespace {
 
@@ -70,8 +69,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
 
 int main(int argc, char** argv) {
   using namespace meridian;
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  const std::vector<std::string> env = ProcessEnvironment();
   auto parsed = proxy::ParseProxyFlags(argc, argv, env, std::cout);
   if (!parsed.ok()) {
     std::cerr << "meridian-proxy: " << parsed.status().message() << "\n"

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "node/server/version.h"
 #include "common/duration.h"
+#include "common/flags.h"
 #include "discovery/resolver.h"
 
 namespace meridian::server {
@@ -51,13 +52,7 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
               heartbeat = "100", election = "1000", progress_interval = "10m", pre_vote = "true",
               strict_reconfig = "true", catchup_entries = "5000";
   // Every flag also reads ETCD_<NAME> from the environment, as etcd does.
-  std::map<std::string, std::string> envmap;
-  for (const auto& kv : env) {
-    auto eq = kv.find('=');
-    if (eq != std::string::npos && kv.rfind("ETCD_", 0) == 0) {
-      envmap[kv.substr(0, eq)] = kv.substr(eq + 1);
-    }
-  }
+  const std::map<std::string, std::string> envmap = EnvironmentMap(env);
   std::map<std::string, std::string*> flags = {
       {"name", &c.name},
       {"data-dir", &c.data_dir},
@@ -121,30 +116,17 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
       {"strict-reconfig-check", "reject reconfiguration requests that would cause quorum loss"},
   };
   for (auto& [name, target] : flags) {
-    std::string envname = "ETCD_";
-    for (char ch : name) envname.push_back(ch == '-' ? '_' : static_cast<char>(toupper(ch)));
-    if (auto it = envmap.find(envname); it != envmap.end()) *target = it->second;
+    if (auto it = envmap.find("ETCD_" + EnvName(name)); it != envmap.end()) *target = it->second;
     app.add_option("--" + name, *target, help[name]);
   }
   app.add_flag("--version", version, "print the version and exit");
 
-  // Go's flag package accepts -flag as well as --flag; CLI11 wants the double dash.
-  std::vector<std::string> args;
-  for (int i = argc - 1; i >= 1; --i) {
-    std::string a = argv[i];
-    if (a.size() > 2 && a[0] == '-' && a[1] != '-') a = "-" + a;
-    // Boolean flags may stand alone, as Go's flag package allows.
-    if (a == "--pre-vote" || a == "--strict-reconfig-check") a += "=true";
-    args.push_back(a);
-  }
-  try {
-    app.parse(args);
-  } catch (const CLI::CallForHelp&) {
-    out << app.help();
+  auto go_on = ParseArgs(app, GoStyleArgs(argc, argv, {"--pre-vote", "--strict-reconfig-check"}),
+                         out);
+  if (!go_on.ok()) return go_on.status();
+  if (!*go_on) {
     parsed.exit_now = true;
     return parsed;
-  } catch (const CLI::ParseError& e) {
-    return absl::InvalidArgumentError(e.what());
   }
   if (version) {
     out << "meridian-node Version: " << kServerVersion << "\nAPI version: " << kApiVersion << "\n";
