@@ -366,6 +366,79 @@ TEST(Discovery, ClusterBootstrapsFromSrvAndTheProxyFollowsAReplacedMember) {
   EXPECT_EQ(get.exit_code, 0) << get.stderr_text;
 }
 
+// A member that leaves the SRV records but keeps running is drained: the proxy moves the watch
+// stream it carries to another member, and the watch goes on without a lost event.
+TEST(Discovery, AMemberLeavingDnsIsDrainedOfItsWatchStream) {
+  DiscoveryCluster cluster(3);
+  Dnsmasq dns;
+  ASSERT_TRUE(dns.Start(Records(cluster.members(), {0, 1, 2})).ok())
+      << ReadFileTail(dns.log_path(), 4096);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.Launch(i, dns.server(), "new").ok());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(WaitUntil([&] { return cluster.Healthy(i); }, 30000, 200)) << cluster.Logs();
+  }
+  OwnProxy proxy;
+  ASSERT_TRUE(proxy
+                  .Start({std::string("--discovery-srv=") + kDomain,
+                          "--discovery-dns-server=" + dns.server(), "--probe-interval=200ms"})
+                  .ok());
+  ASSERT_TRUE(proxy.WaitHealthy()) << proxy.LogTail();
+  BackgroundProcess watch;
+  ASSERT_TRUE(StartEtcdctlWatch(proxy.endpoint(), {"--prefix", "w/"}, &watch).ok());
+  auto watchers = [&](int i) {
+    return Metric(cluster.member(i).client(), "etcd_debugging_mvcc_watcher_total");
+  };
+  int carrier = -1;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        for (int i = 0; i < 3; ++i) {
+          if (watchers(i) == 1) carrier = i;
+        }
+        return carrier >= 0;
+      },
+      10000, 100));
+  int puts = 0;
+  auto put_some = [&](int n) {
+    for (int i = 0; i < n; ++i, ++puts) {
+      auto r = Etcdctl(proxy.endpoint(), {"put", absl::StrCat("w/", puts), "v"});
+      ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+    }
+  };
+  put_some(10);
+  std::set<int> rest = {0, 1, 2};
+  rest.erase(carrier);
+  ASSERT_TRUE(dns.Restart(Records(cluster.members(), rest)).ok());
+  // The carrier still runs and is still a member; only DNS stopped naming it.
+  ASSERT_TRUE(WaitUntil(
+      [&] { return absl::StrContains(proxy.LogTail(16384), "moving the watch stream off"); }, 15000,
+      100))
+      << proxy.LogTail(16384);
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        int elsewhere = 0;
+        for (int i : rest) elsewhere += watchers(i) == 1;
+        return watchers(carrier) == 0 && elsewhere == 1;
+      },
+      15000, 100))
+      << proxy.LogTail(16384);
+  put_some(10);
+  EXPECT_TRUE(watch.WaitForStdout(
+      [&](const std::string& out) {
+        int n = 0;
+        for (const auto& line : SplitLines(out)) n += line == "PUT";
+        return n == puts;
+      },
+      15000))
+      << watch.Stdout() << "\n"
+      << proxy.LogTail(16384);
+  // Nothing was delivered twice either.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  int n = 0;
+  for (const auto& line : SplitLines(watch.Stdout())) n += line == "PUT";
+  EXPECT_EQ(n, puts);
+  EXPECT_TRUE(cluster.Healthy(carrier));
+}
+
 // Every query answered with a header that promises five records that are not there, then junk.
 std::string GarbageAnswer(const std::string& query) {
   std::string out = query;
