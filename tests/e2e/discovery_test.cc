@@ -298,14 +298,31 @@ TEST(Discovery, ClusterBootstrapsFromSrvAndTheProxyFollowsAReplacedMember) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   });
+  // Stops and joins the load on every way out of the test, failed assertions included.
+  struct JoinOnExit {
+    std::atomic<bool>* stop;
+    std::thread* thread;
+    ~JoinOnExit() {
+      *stop = true;
+      if (thread->joinable()) thread->join();
+    }
+  } join_load{&stop, &load};
 
   // Replace the victim with m3: add it, publish it in DNS, start it (it finds the cluster through
   // the SRV records), then remove the victim from the cluster and from DNS.
   const Member& fresh = cluster.member(3);
   int survivor = (victim + 1) % 3;
-  auto add = Etcdctl(cluster.member(survivor).client(),
-                     {"member", "add", fresh.name,
-                      absl::StrCat("--peer-urls=http://", fresh.host(), ":", fresh.peer_port)});
+  // Like etcd, a member add is refused ("etcdserver: unhealthy cluster") until the members have
+  // been connected for a while after start-up; a refused add changed nothing, so ask again.
+  CommandResult add;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        add = Etcdctl(cluster.member(survivor).client(),
+                      {"member", "add", fresh.name,
+                       absl::StrCat("--peer-urls=http://", fresh.host(), ":", fresh.peer_port)});
+        return add.exit_code == 0 || !absl::StrContains(add.stderr_text, "unhealthy cluster");
+      },
+      20000, 500));
   ASSERT_EQ(add.exit_code, 0) << add.stderr_text;
   std::set<int> next = {0, 1, 2, 3};
   ASSERT_TRUE(dns.Restart(Records(cluster.members(), next)).ok());
@@ -342,7 +359,7 @@ TEST(Discovery, ClusterBootstrapsFromSrvAndTheProxyFollowsAReplacedMember) {
   cluster.Kill(victim);
   std::this_thread::sleep_for(std::chrono::seconds(2));  // the clients keep going meanwhile
   stop = true;
-  load.join();
+  load.join();  // (join_load then has nothing left to do)
   EXPECT_TRUE(errors.empty()) << absl::StrJoin(errors, "\n");
   EXPECT_GT(puts_ok.load(), 50);
   EXPECT_EQ(reads_ok.load(), puts_ok.load());
