@@ -1,7 +1,11 @@
 #include "common/flags.h"
 
 #include <cctype>
+#include <iostream>
 #include <ostream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 
 extern char** environ;
 
@@ -53,6 +57,26 @@ absl::StatusOr<bool> ParseArgs(CLI::App& app, std::vector<std::string> args, std
     return absl::InvalidArgumentError(e.what());
   }
   return true;
+}
+
+absl::StatusOr<int64_t> ParseIntFlag(const std::string& flag, const std::string& value, int64_t lo,
+                                     int64_t hi) {
+  int64_t n = 0;
+  if (!absl::SimpleAtoi(value, &n)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid value \"", value, "\" for flag --", flag, ": not an integer"));
+  }
+  if (n < lo || n > hi) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid value \"", value, "\" for flag --",
+                                                   flag, ": must be in [", lo, ", ", hi, "]"));
+  }
+  return n;
+}
+
+int UsageError(const std::string& program, const absl::Status& status) {
+  std::cerr << program << ": " << status.message() << "\n"
+            << "Run '" << program << " --help' for the list of flags.\n";
+  return 2;
 }
 
 }  // namespace meridian

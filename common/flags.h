@@ -4,6 +4,7 @@
 #define MERIDIAN_COMMON_FLAGS_H_
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <iosfwd>
 #include <map>
 #include <set>
@@ -30,6 +31,14 @@ std::vector<std::string> GoStyleArgs(int argc, const char* const* argv,
 // InvalidArgument with CLI11's message for a bad command line.
 [[nodiscard]] absl::StatusOr<bool> ParseArgs(CLI::App& app, std::vector<std::string> args,
                                              std::ostream& out);
+
+// An integer flag value within [lo, hi]; InvalidArgument naming the flag otherwise.
+[[nodiscard]] absl::StatusOr<int64_t> ParseIntFlag(const std::string& flag,
+                                                   const std::string& value, int64_t lo,
+                                                   int64_t hi);
+// Prints "<program>: <message>" and where to find the flags to stderr; returns 2, the exit code of
+// a bad command line.
+int UsageError(const std::string& program, const absl::Status& status);
 
 }  // namespace meridian
 

@@ -34,5 +34,14 @@ TEST(Flags, GoConventionsAndEnvironment) {
   EXPECT_TRUE(absl::IsInvalidArgument(ParseArgs(app, GoStyleArgs(2, bad), out).status()));
 }
 
+TEST(Flags, IntegerValuesAreCheckedAgainstTheirRange) {
+  EXPECT_EQ(*ParseIntFlag("max-txn-ops", "128", 1, 1 << 20), 128);
+  auto not_int = ParseIntFlag("max-txn-ops", "zero", 1, 10);
+  EXPECT_EQ(not_int.status().message(), "invalid value \"zero\" for flag --max-txn-ops: not an integer");
+  auto out_of_range = ParseIntFlag("max-txn-ops", "0", 1, 10);
+  EXPECT_EQ(out_of_range.status().message(),
+            "invalid value \"0\" for flag --max-txn-ops: must be in [1, 10]");
+}
+
 }  // namespace
 }  // namespace meridian

@@ -310,6 +310,22 @@ uint16_t QueryId(const std::string& q) {
                                static_cast<unsigned char>(q[1]));
 }
 
+// The type asked for (the 2 bytes before the question's class, at the end of a plain query).
+uint16_t QueryType(const std::string& q) {
+  return static_cast<uint16_t>((static_cast<unsigned char>(q[q.size() - 4]) << 8) |
+                               static_cast<unsigned char>(q[q.size() - 3]));
+}
+
+// The question name as it was asked, so that an answer's owner matches it.
+std::string QuestionName(const std::string& q) {
+  std::string name;
+  for (size_t i = 12; i < q.size() && q[i] != 0; i += 1 + static_cast<unsigned char>(q[i])) {
+    if (!name.empty()) name += ".";
+    name += q.substr(i + 1, static_cast<unsigned char>(q[i]));
+  }
+  return name;
+}
+
 ResolverOptions Fast(const std::string& server) {
   return {.dns_server = server, .timeout_ms = 100, .tries = 2, .max_wait_ms = 3000};
 }
@@ -361,9 +377,7 @@ TEST(Resolver, SilenceAndGarbageTimeOutWithinTheBound) {
 
 TEST(Resolver, HostsAndLiterals) {
   FakeDnsServer dns([](const std::string& q) {
-    const uint16_t qtype =
-        static_cast<uint16_t>((static_cast<unsigned char>(q[q.size() - 4]) << 8) |
-                              static_cast<unsigned char>(q[q.size() - 3]));
+    const uint16_t qtype = QueryType(q);
     std::string name = q.find("m1") != std::string::npos ? "m1.good.test" : "nope.good.test";
     if (name == "nope.good.test") return Message(name, 3, {}, QueryId(q), qtype);
     if (qtype == 1) {
@@ -390,16 +404,9 @@ TEST(Follower, FollowsChangingRecordsAndKeepsTheLastSetWhileDnsFails) {
   FakeDnsServer dns([&](const std::string& q) -> std::string {
     const int v = version.load();
     if (v == 3) return "";  // silence: every lookup times out
-    const uint16_t qtype =
-        static_cast<uint16_t>((static_cast<unsigned char>(q[q.size() - 4]) << 8) |
-                              static_cast<unsigned char>(q[q.size() - 3]));
+    const uint16_t qtype = QueryType(q);
     const uint16_t id = QueryId(q);
-    // The question name as it was asked, so that the answer's owner matches.
-    std::string name;
-    for (size_t i = 12; i < q.size() && q[i] != 0; i += 1 + static_cast<unsigned char>(q[i])) {
-      if (!name.empty()) name += ".";
-      name += q.substr(i + 1, static_cast<unsigned char>(q[i]));
-    }
+    const std::string name = QuestionName(q);
     if (qtype == 33 && name == "_etcd-client._tcp.f.test") {
       std::vector<Rr> answers;
       if (v != 4) answers.push_back({kPtrToQuestion, 33, 0, SrvRdata(0, 0, 2379, "m1.f.test")});
@@ -466,6 +473,39 @@ TEST(Follower, FollowsChangingRecordsAndKeepsTheLastSetWhileDnsFails) {
   EXPECT_EQ(seen[1], (std::vector<std::string>{"m1.f.test@10.0.0.1", "m2.f.test@10.0.0.2"}));
   EXPECT_EQ(seen[2], (std::vector<std::string>{"m2.f.test@10.0.0.2"}));
   EXPECT_EQ(follower.changes(), 2u);
+}
+
+// More SRV targets than kMaxEndpoints: the first kMaxEndpoints are used, the rest are reported as
+// skipped (never silently dropped, never an unbounded fan-out of address lookups).
+TEST(Discover, TargetsPastTheLimitAreSkippedAndReported) {
+  FakeDnsServer dns([](const std::string& q) -> std::string {
+    const uint16_t qtype = QueryType(q);
+    const std::string name = QuestionName(q);
+    if (qtype == 33 && name == "_etcd-client._tcp.many.test") {
+      std::vector<Rr> answers;
+      for (size_t i = 0; i < kMaxEndpoints + 6; ++i) {
+        answers.push_back(
+            {kPtrToQuestion, 33, 60, SrvRdata(0, 0, 2379, "t" + std::to_string(i) + ".many.test")});
+      }
+      return Message(name, 0, answers, QueryId(q), qtype);
+    }
+    if (qtype == 1 && name.find(".many.test") != std::string::npos) {
+      return Message(name, 0, {{kPtrToQuestion, 1, 60, std::string("\x0a\x00\x00\x01", 4)}},
+                     QueryId(q), qtype);
+    }
+    if (qtype == 28) return Message(name, 0, {}, QueryId(q), qtype);
+    return Message(name, 3, {}, QueryId(q), qtype);
+  });
+  auto resolver = Resolver::Create(
+      {.dns_server = dns.address(), .timeout_ms = 500, .tries = 2, .max_wait_ms = 5000});
+  ASSERT_TRUE(resolver.ok());
+  std::mt19937_64 rng(1);
+  auto found = Discover(resolver->get(), Role::kClients, "many.test", "", &rng);
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(found->endpoints.size(), kMaxEndpoints);
+  ASSERT_EQ(found->skipped.size(), 6u);
+  EXPECT_NE(found->skipped[0].find("past the limit of 64 endpoints"), std::string::npos)
+      << found->skipped[0];
 }
 
 }  // namespace

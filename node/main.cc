@@ -1,7 +1,6 @@
 // meridian-node: one etcd v3 compatible storage member. Parses etcd's flags, opens the member,
 // serves gRPC and HTTP on the client URLs and HTTP on the metrics URLs until SIGINT/SIGTERM.
 #include <grpcpp/grpcpp.h>
-#include <signal.h>
 
 #include <climits>
 #include <cstdio>
@@ -11,10 +10,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
 #include "common/client_listener.h"
 #include "common/dial_target.h"
 #include "common/flags.h"
+#include "common/process.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
 #include "common/url.h"
@@ -37,11 +36,7 @@ int main(int argc, char** argv) {
   using namespace meridian;
   const std::vector<std::string> env = ProcessEnvironment();
   auto parsed = server::ParseFlags(argc, argv, env, std::cout);
-  if (!parsed.ok()) {
-    std::cerr << "meridian-node: " << parsed.status().message() << "\n"
-              << "Run 'meridian-node --help' for the list of flags.\n";
-    return 2;
-  }
+  if (!parsed.ok()) return UsageError("meridian-node", parsed.status());
   if (parsed->exit_now) return parsed->exit_code;
   server::ServerConfig& config = parsed->config;
   SetDialDnsServer(config.discovery_dns_server);
@@ -74,17 +69,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  // Signals are taken by sigwait below; every thread started from here on inherits the mask.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
-  // Debian's abseil keeps mutex deadlock detection on; gRPC's mutexes then pay for a lock graph
-  // on every acquisition. Our own locks are std::mutex and are checked by TSan in the tests.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  PrepareServerProcess();
   metrics::Registry registry;
   lease::SystemClock clock;
   auto opened = server::EtcdServer::Open(config, &clock, &registry);
@@ -169,9 +154,7 @@ int main(int argc, char** argv) {
   // and has published its name and client URLs through the log. Until then a client's
   // connection waits (the port is not open yet) instead of getting "no leader".
   while (!etcd->Ready()) {
-    timespec wait{0, 20 * 1000 * 1000};
-    int sig = sigtimedwait(&stop_signals, nullptr, &wait);
-    if (sig == SIGINT || sig == SIGTERM) {
+    if (const int sig = WaitForStopSignal(20); sig != 0) {
       LogJson("info", absl::StrCat("received signal ", sig, " before serving, shutting down"));
       for (auto& h : metrics_servers) h->Stop();
       etcd->Stop();
@@ -200,8 +183,7 @@ int main(int argc, char** argv) {
   LogJson("info", absl::StrCat("ready to serve client requests; member ", etcd->name(), " version ",
                                server::kServerVersion));
 
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
+  const int sig = WaitForStopSignal();
   LogJson("info", absl::StrCat("received signal ", sig, ", shutting down"));
   for (auto& l : client_listeners) l->Stop();
   for (auto& h : metrics_servers) h->Stop();

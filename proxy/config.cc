@@ -16,20 +16,6 @@
 namespace meridian::proxy {
 namespace {
 
-absl::StatusOr<int64_t> ParseInt(const std::string& flag, const std::string& v, int64_t lo,
-                                 int64_t hi) {
-  int64_t n = 0;
-  if (!absl::SimpleAtoi(v, &n)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid value \"", v, "\" for flag --", flag, ": not an integer"));
-  }
-  if (n < lo || n > hi) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid value \"", v, "\" for flag --", flag,
-                                                   ": must be in [", lo, ", ", hi, "]"));
-  }
-  return n;
-}
-
 absl::StatusOr<double> ParseRate(const std::string& flag, const std::string& v) {
   double d = 0;
   if (!absl::SimpleAtod(v, &d) || !(d >= 0) || d > 1e15) {
@@ -118,12 +104,12 @@ absl::StatusOr<ParsedProxyFlags> ParseProxyFlags(int argc, const char* const* ar
     parsed.exit_now = true;
     return parsed;
   }
-  auto mr = ParseInt("max-request-bytes", max_request, 1, (1ll << 31) - (1 << 20));
-  auto qw = ParseInt("quota-watchers", qwatchers, 0, INT64_MAX);
-  auto mps = ParseInt("max-watchers-per-stream", max_per_stream, 0, INT64_MAX);
-  auto buf = ParseInt("watch-stream-buffer-bytes", buffer, 64 << 10, 1ll << 40);
-  auto hist = ParseInt("watch-history-events", history, 0, 1 << 24);
-  auto ce = ParseInt("read-cache-entries", cache_entries, 0, 1 << 24);
+  auto mr = ParseIntFlag("max-request-bytes", max_request, 1, (1ll << 31) - (1 << 20));
+  auto qw = ParseIntFlag("quota-watchers", qwatchers, 0, INT64_MAX);
+  auto mps = ParseIntFlag("max-watchers-per-stream", max_per_stream, 0, INT64_MAX);
+  auto buf = ParseIntFlag("watch-stream-buffer-bytes", buffer, 64 << 10, 1ll << 40);
+  auto hist = ParseIntFlag("watch-history-events", history, 0, 1 << 24);
+  auto ce = ParseIntFlag("read-cache-entries", cache_entries, 0, 1 << 24);
   auto as = ParseDuration("auto-sync-interval", auto_sync);
   auto pi = ParseDuration("probe-interval", probe);
   auto nl = ParseDuration("no-leader-close-after", no_leader);

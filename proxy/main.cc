@@ -1,7 +1,6 @@
 // meridian-proxy: a stateless etcd v3 gRPC proxy in front of one cluster's members. Serves gRPC
 // and HTTP (/health, /metrics) on --listen-addr until SIGINT/SIGTERM.
 #include <grpcpp/grpcpp.h>
-#include <signal.h>
 
 #include <climits>
 #include <fstream>
@@ -11,10 +10,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
 #include "common/client_listener.h"
 #include "common/dial_target.h"
 #include "common/flags.h"
+#include "common/process.h"
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -71,11 +70,7 @@ int main(int argc, char** argv) {
   using namespace meridian;
   const std::vector<std::string> env = ProcessEnvironment();
   auto parsed = proxy::ParseProxyFlags(argc, argv, env, std::cout);
-  if (!parsed.ok()) {
-    std::cerr << "meridian-proxy: " << parsed.status().message() << "\n"
-              << "Run 'meridian-proxy --help' for the list of flags.\n";
-    return 2;
-  }
+  if (!parsed.ok()) return UsageError("meridian-proxy", parsed.status());
   if (parsed->exit_now) return parsed->exit_code;
   const proxy::ProxyConfig& config = parsed->config;
   (void)SetLogLevel(config.log_level);
@@ -94,13 +89,7 @@ int main(int argc, char** argv) {
     metrics_urls.push_back(*u);
   }
 
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  PrepareServerProcess();
 
   SetDialDnsServer(config.discovery_dns_server);
   metrics::Registry registry;
@@ -194,8 +183,7 @@ int main(int argc, char** argv) {
                    ? absl::StrJoin(config.endpoints, ",")
                    : absl::StrCat("the members named by DNS SRV records of ", config.discovery_srv));
 
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
+  const int sig = WaitForStopSignal();
   spdlog::info("received signal {}, shutting down", sig);
   if (!tls) listener.Stop();
   for (auto& h : metrics_servers) h->Stop();

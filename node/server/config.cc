@@ -134,32 +134,13 @@ absl::StatusOr<ParsedFlags> ParseFlags(int argc, const char* const* argv,
     return parsed;
   }
 
-  auto parse_int = [](const std::string& flag, const std::string& v, int64_t lo,
-                      int64_t hi) -> absl::StatusOr<int64_t> {
-    size_t pos = 0;
-    int64_t n = 0;
-    try {
-      n = std::stoll(v, &pos);
-    } catch (...) {
-      pos = 0;
-    }
-    if (pos == 0 || pos != v.size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("invalid value \"", v, "\" for flag --", flag, ": not an integer"));
-    }
-    if (n < lo || n > hi) {
-      return absl::InvalidArgumentError(absl::StrCat("invalid value \"", v, "\" for flag --", flag,
-                                                     ": must be in [", lo, ", ", hi, "]"));
-    }
-    return n;
-  };
-  auto q = parse_int("quota-backend-bytes", quota, INT64_MIN, INT64_MAX);
-  auto mr = parse_int("max-request-bytes", max_request, 1, (1ll << 31) - (1 << 20));
-  auto mto = parse_int("max-txn-ops", max_txn_ops, 1, 1 << 20);
-  auto sc = parse_int("snapshot-count", snapshot_count, 1, INT64_MAX);
-  auto hb = parse_int("heartbeat-interval", heartbeat, 1, 60000);
-  auto el = parse_int("election-timeout", election, 1, 600000);
-  auto ce = parse_int("experimental-snapshot-catchup-entries", catchup_entries, 1, INT64_MAX);
+  auto q = ParseIntFlag("quota-backend-bytes", quota, INT64_MIN, INT64_MAX);
+  auto mr = ParseIntFlag("max-request-bytes", max_request, 1, (1ll << 31) - (1 << 20));
+  auto mto = ParseIntFlag("max-txn-ops", max_txn_ops, 1, 1 << 20);
+  auto sc = ParseIntFlag("snapshot-count", snapshot_count, 1, INT64_MAX);
+  auto hb = ParseIntFlag("heartbeat-interval", heartbeat, 1, 60000);
+  auto el = ParseIntFlag("election-timeout", election, 1, 600000);
+  auto ce = ParseIntFlag("experimental-snapshot-catchup-entries", catchup_entries, 1, INT64_MAX);
   for (auto* s : {&q, &mr, &mto, &sc, &hb, &el, &ce}) {
     if (!s->ok()) return s->status();
   }

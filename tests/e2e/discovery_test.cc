@@ -176,6 +176,18 @@ class DiscoveryCluster {
     members_[static_cast<size_t>(i)].pid = *pid;
     return absl::OkStatus();
   }
+  // Launches members 0..n-1 with --initial-cluster-state=new and waits until each is healthy.
+  [[nodiscard]] absl::Status StartBySrv(int n, const std::string& dns) {
+    for (int i = 0; i < n; ++i) {
+      if (auto st = Launch(i, dns, "new"); !st.ok()) return st;
+    }
+    for (int i = 0; i < n; ++i) {
+      if (!WaitUntil([&] { return Healthy(i); }, 30000, 200)) {
+        return absl::DeadlineExceededError(absl::StrCat(members_[i].name, " is not healthy"));
+      }
+    }
+    return absl::OkStatus();
+  }
   bool Healthy(int i) const {
     return Etcdctl(members_[static_cast<size_t>(i)].client(), {"endpoint", "health"}).exit_code ==
            0;
@@ -214,10 +226,7 @@ TEST(Discovery, ClusterBootstrapsFromSrvAndTheProxyFollowsAReplacedMember) {
   Dnsmasq dns;
   ASSERT_TRUE(dns.Start(Records(cluster.members(), {0, 1, 2})).ok())
       << ReadFileTail(dns.log_path(), 4096);
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.Launch(i, dns.server(), "new").ok());
-  for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(WaitUntil([&] { return cluster.Healthy(i); }, 30000, 200)) << cluster.Logs();
-  }
+  ASSERT_TRUE(cluster.StartBySrv(3, dns.server()).ok()) << cluster.Logs();
   // The member list names every member with the peer URL DNS gave it.
   auto list = Etcdctl(cluster.member(0).client(), {"member", "list"});
   ASSERT_EQ(list.exit_code, 0) << list.stderr_text;
@@ -390,10 +399,7 @@ TEST(Discovery, AMemberLeavingDnsIsDrainedOfItsWatchStream) {
   Dnsmasq dns;
   ASSERT_TRUE(dns.Start(Records(cluster.members(), {0, 1, 2})).ok())
       << ReadFileTail(dns.log_path(), 4096);
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(cluster.Launch(i, dns.server(), "new").ok());
-  for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE(WaitUntil([&] { return cluster.Healthy(i); }, 30000, 200)) << cluster.Logs();
-  }
+  ASSERT_TRUE(cluster.StartBySrv(3, dns.server()).ok()) << cluster.Logs();
   OwnProxy proxy;
   ASSERT_TRUE(proxy
                   .Start({std::string("--discovery-srv=") + kDomain,
