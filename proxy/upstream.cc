@@ -104,7 +104,6 @@ absl::Status UpstreamPool::Start() {
   ProbeAll();
   last_sync_ms_ = NowMs();
   prober_ = std::thread([this] { ProbeLoop(); });
-  started_ = true;
   return absl::OkStatus();
 }
 
@@ -153,9 +152,11 @@ void UpstreamPool::SetMembers(const std::vector<UpstreamTarget>& targets,
   {
     std::lock_guard<std::mutex> lock(mu_);
     ReplaceLocked(targets, source);
+    // New members are probed now rather than at the next interval, so they take traffic at once;
+    // by the prober, so that the caller does not wait for it and probes never run twice at once.
+    probe_now_ = true;
   }
-  // New members are probed now rather than at the next interval, so they take traffic at once.
-  if (started_) ProbeAll();
+  cv_.notify_all();
 }
 
 bool UpstreamPool::IsMember(const Upstream* upstream) {
@@ -177,8 +178,10 @@ void UpstreamPool::Stop() {
 void UpstreamPool::ProbeLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
-    cv_.wait_for(lock, std::chrono::milliseconds(options_.probe_interval_ms));
+    cv_.wait_for(lock, std::chrono::milliseconds(options_.probe_interval_ms),
+                 [&] { return stopping_ || probe_now_; });
     if (stopping_) break;
+    probe_now_ = false;
     lock.unlock();
     ProbeAll();
     if (options_.auto_sync_interval_ms > 0 &&

@@ -119,7 +119,7 @@ class UpstreamPool {
   std::vector<std::shared_ptr<Upstream>> members_;
   bool stopping_ = false;
   std::thread prober_;
-  std::atomic<bool> started_{false};
+  bool probe_now_ = false;  // SetMembers asks the prober for a round now
   int64_t last_sync_ms_ = 0;
 };
 
