@@ -13,9 +13,9 @@
 #include "common/client_listener.h"
 #include "common/dial_target.h"
 #include "common/flags.h"
-#include "common/process.h"
 #include "common/http_server.h"
 #include "common/metrics.h"
+#include "common/process.h"
 #include "common/url.h"
 #include "discovery/srv.h"
 #include "node/peer/transport.h"
@@ -98,6 +98,8 @@ int main(int argc, char** argv) {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 2 * 60 * 60 * 1000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
+  // Channelz bookkeeping is work on every call, and nothing here serves the channelz service.
+  builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 0);
   std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
   if (!grpc_server) {
     LogJson("fatal", "failed to start the gRPC server");

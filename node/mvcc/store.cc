@@ -358,22 +358,47 @@ absl::StatusOr<RangeResult> WriteTxn::Range(std::string_view key, std::string_vi
   out.rev = current;
   KeyRange range(key, end);
   if (!range.single() && !range.unbounded() && end <= key) return out;
-  auto src = BatchSource(st->db_, batch_->wb_.get());
-  absl::Status s = (opts.rev == 0 || opts.rev == current)
-                       ? RangeLatest(src, st->kv_cf_, range, opts, &out)
-                       : RangeAt(src, st->idx_cf_, st->hist_cf_, range, opts.rev, opts, &out);
+  const bool latest = opts.rev == 0 || opts.rev == current;
+  if (latest && range.single()) return RangeSingleLatest(key, opts, current);
+  auto src = BatchSource(st->db_, batch_->Indexed());
+  absl::Status s = latest ? RangeLatest(src, st->kv_cf_, range, opts, &out)
+                          : RangeAt(src, st->idx_cf_, st->hist_cf_, range, opts.rev, opts, &out);
   if (!s.ok()) return s;
   return out;
 }
 
+absl::StatusOr<RangeResult> WriteTxn::RangeSingleLatest(std::string_view key,
+                                                        const RangeOptions& opts, int64_t current) {
+  RangeResult out;
+  out.rev = current;
+  auto kv = GetLatest(key);
+  if (!kv.ok()) return kv.status();
+  if (!kv->has_value()) return out;
+  out.count = 1;
+  if (opts.count_only) return out;
+  if (opts.keys_only) (*kv)->clear_value();
+  out.kvs.push_back(std::move(**kv));
+  return out;
+}
+
 absl::StatusOr<std::optional<mvccpb::KeyValue>> WriteTxn::GetLatest(std::string_view key) {
+  // This batch's own writes first, then what the store committed: the cache, then RocksDB.
+  if (auto it = batch_->latest_.find(absl::string_view(key.data(), key.size()));
+      it != batch_->latest_.end())
+    return it->second;
+  Store* st = batch_->store_;
+  LatestCache* cache = st->latest_cache_.get();
+  if (cache != nullptr) {
+    if (auto kv = cache->Get(key); kv.has_value()) return kv;
+  }
   std::string value;
-  auto s = batch_->wb_->GetFromBatchAndDB(batch_->store_->db_, rocksdb::ReadOptions(),
-                                          batch_->store_->kv_cf_, key, &value);
+  auto s = st->db_->Get(rocksdb::ReadOptions(), st->kv_cf_, rocksdb::Slice(key.data(), key.size()),
+                        &value);
   if (s.IsNotFound()) return std::optional<mvccpb::KeyValue>();
   if (!s.ok()) return FromRocks(s, "get");
   auto kv = ParseKv(value);
   if (!kv.ok()) return kv.status();
+  if (cache != nullptr) cache->Put(*kv);
   return std::optional<mvccpb::KeyValue>(std::move(*kv));
 }
 
@@ -383,7 +408,7 @@ absl::StatusOr<std::optional<mvccpb::KeyValue>> WriteTxn::Put(std::string_view k
   auto prev = GetLatest(key);
   if (!prev.ok()) return prev.status();
   Store* st = batch_->store_;
-  auto* wb = batch_->wb_.get();
+  ApplyBatch* b = batch_;
   Revision r{rev_, sub_++};
   mvccpb::KeyValue kv;
   kv.set_key(key.data(), key.size());
@@ -392,18 +417,19 @@ absl::StatusOr<std::optional<mvccpb::KeyValue>> WriteTxn::Put(std::string_view k
   kv.set_mod_revision(rev_);
   kv.set_create_revision(prev->has_value() ? (*prev)->create_revision() : rev_);
   kv.set_version(prev->has_value() ? (*prev)->version() + 1 : 1);
-  std::string bytes = kv.SerializeAsString();
   std::string hist;
-  hist.reserve(bytes.size() + 1);
+  hist.reserve(kv.ByteSizeLong() + 1);
   hist.push_back(kHistPut);
-  hist.append(bytes);
-  wb->Put(st->kv_cf_, rocksdb::Slice(key.data(), key.size()), bytes);
-  wb->Put(st->idx_cf_, EncodeIndexKey(key, r), rocksdb::Slice(&kIndexPut, 1));
-  wb->Put(st->hist_cf_, EncodeRevision(r), hist);
+  kv.AppendToString(&hist);
+  const std::string_view bytes = std::string_view(hist).substr(1);
+  b->Put(st->kv_cf_, key, bytes);
+  b->Put(st->idx_cf_, EncodeIndexKey(key, r), std::string_view(&kIndexPut, 1));
+  b->Put(st->hist_cf_, EncodeRevision(r), hist);
   if (prev->has_value() && (*prev)->lease() != 0 && (*prev)->lease() != lease) {
-    wb->Delete(st->lkeys_cf_, EncodeLeaseKey((*prev)->lease(), key));
+    b->Delete(st->lkeys_cf_, EncodeLeaseKey((*prev)->lease(), key));
   }
-  if (lease != 0) wb->Put(st->lkeys_cf_, EncodeLeaseKey(lease, key), rocksdb::Slice());
+  if (lease != 0) b->Put(st->lkeys_cf_, EncodeLeaseKey(lease, key), std::string_view());
+  b->latest_.insert_or_assign(std::string(key), std::optional<mvccpb::KeyValue>(kv));
   mvccpb::Event ev;
   ev.set_type(mvccpb::Event::PUT);
   *ev.mutable_kv() = std::move(kv);
@@ -418,18 +444,19 @@ absl::StatusOr<std::vector<mvccpb::KeyValue>> WriteTxn::DeleteRange(std::string_
   auto found = Range(key, end, opts);
   if (!found.ok()) return found.status();
   Store* st = batch_->store_;
-  auto* wb = batch_->wb_.get();
+  ApplyBatch* b = batch_;
   for (const auto& kv : found->kvs) {
     Revision r{rev_, sub_++};
     mvccpb::KeyValue tomb;
     tomb.set_key(kv.key());
     tomb.set_mod_revision(rev_);
     std::string hist(1, kHistDelete);
-    hist.append(tomb.SerializeAsString());
-    wb->Delete(st->kv_cf_, kv.key());
-    wb->Put(st->idx_cf_, EncodeIndexKey(kv.key(), r), rocksdb::Slice(&kIndexTombstone, 1));
-    wb->Put(st->hist_cf_, EncodeRevision(r), hist);
-    if (kv.lease() != 0) wb->Delete(st->lkeys_cf_, EncodeLeaseKey(kv.lease(), kv.key()));
+    tomb.AppendToString(&hist);
+    b->Delete(st->kv_cf_, kv.key());
+    b->Put(st->idx_cf_, EncodeIndexKey(kv.key(), r), std::string_view(&kIndexTombstone, 1));
+    b->Put(st->hist_cf_, EncodeRevision(r), hist);
+    if (kv.lease() != 0) b->Delete(st->lkeys_cf_, EncodeLeaseKey(kv.lease(), kv.key()));
+    b->latest_.insert_or_assign(kv.key(), std::nullopt);
     mvccpb::Event ev;
     ev.set_type(mvccpb::Event::DELETE);
     *ev.mutable_kv() = std::move(tomb);
@@ -440,19 +467,19 @@ absl::StatusOr<std::vector<mvccpb::KeyValue>> WriteTxn::DeleteRange(std::string_
 }
 
 absl::Status WriteTxn::PutLease(const LeaseRecord& lease) {
-  batch_->wb_->Put(batch_->store_->lease_cf_, EncodeU64(static_cast<uint64_t>(lease.id)),
-                   EncodeU64(static_cast<uint64_t>(lease.ttl_seconds)));
+  batch_->Put(batch_->store_->lease_cf_, EncodeU64(static_cast<uint64_t>(lease.id)),
+              EncodeU64(static_cast<uint64_t>(lease.ttl_seconds)));
   return absl::OkStatus();
 }
 
 absl::Status WriteTxn::DeleteLease(int64_t lease_id) {
-  batch_->wb_->Delete(batch_->store_->lease_cf_, EncodeU64(static_cast<uint64_t>(lease_id)));
+  batch_->Delete(batch_->store_->lease_cf_, EncodeU64(static_cast<uint64_t>(lease_id)));
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::string>> WriteTxn::LeaseKeys(int64_t lease_id) {
   Store* st = batch_->store_;
-  auto it = BatchSource(st->db_, batch_->wb_.get()).new_iter(st->lkeys_cf_);
+  auto it = BatchSource(st->db_, batch_->Indexed()).new_iter(st->lkeys_cf_);
   std::string prefix = EncodeU64(static_cast<uint64_t>(lease_id));
   std::vector<std::string> keys;
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
@@ -478,13 +505,78 @@ int64_t WriteTxn::End() {
 
 ApplyBatch::ApplyBatch(Store* store)
     : store_(store),
-      wb_(std::make_unique<rocksdb::WriteBatchWithIndex>(rocksdb::BytewiseComparator(), 0,
-                                                         /*overwrite_key=*/true)),
+      plain_(std::make_unique<rocksdb::WriteBatch>()),
       rev_(store->rev()),
       compact_rev_(store->compact_rev()),
       consistent_index_(store->consistent_index()) {}
 
 ApplyBatch::~ApplyBatch() = default;
+
+void ApplyBatch::Put(rocksdb::ColumnFamilyHandle* cf, std::string_view key,
+                     std::string_view value) {
+  rocksdb::Slice k(key.data(), key.size());
+  rocksdb::Slice v(value.data(), value.size());
+  auto s = indexed_ ? indexed_->Put(cf, k, v) : plain_->Put(cf, k, v);
+  if (!s.ok()) {
+    // Only a batch over RocksDB's 4 GiB record limit fails here; requests are far smaller.
+    fprintf(stderr, "mvcc: cannot add a write to the apply batch: %s\n", s.ToString().c_str());
+    std::abort();
+  }
+}
+
+void ApplyBatch::Delete(rocksdb::ColumnFamilyHandle* cf, std::string_view key) {
+  rocksdb::Slice k(key.data(), key.size());
+  auto s = indexed_ ? indexed_->Delete(cf, k) : plain_->Delete(cf, k);
+  if (!s.ok()) {
+    fprintf(stderr, "mvcc: cannot add a delete to the apply batch: %s\n", s.ToString().c_str());
+    std::abort();
+  }
+}
+
+namespace {
+// Replays a plain batch into an indexed one.
+class ToIndexed : public rocksdb::WriteBatch::Handler {
+ public:
+  ToIndexed(rocksdb::WriteBatchWithIndex* out,
+            const std::vector<rocksdb::ColumnFamilyHandle*>& handles)
+      : out_(out), handles_(handles) {}
+  rocksdb::Status PutCF(uint32_t cf, const rocksdb::Slice& k, const rocksdb::Slice& v) override {
+    auto* h = Handle(cf);
+    return h == nullptr ? Unknown(cf) : out_->Put(h, k, v);
+  }
+  rocksdb::Status DeleteCF(uint32_t cf, const rocksdb::Slice& k) override {
+    auto* h = Handle(cf);
+    return h == nullptr ? Unknown(cf) : out_->Delete(h, k);
+  }
+
+ private:
+  rocksdb::ColumnFamilyHandle* Handle(uint32_t id) const {
+    for (auto* h : handles_) {
+      if (h->GetID() == id) return h;
+    }
+    return nullptr;
+  }
+  static rocksdb::Status Unknown(uint32_t id) {
+    return rocksdb::Status::Corruption("apply batch: unknown column family " + std::to_string(id));
+  }
+  rocksdb::WriteBatchWithIndex* out_;
+  const std::vector<rocksdb::ColumnFamilyHandle*>& handles_;
+};
+}  // namespace
+
+rocksdb::WriteBatchWithIndex* ApplyBatch::Indexed() {
+  if (indexed_) return indexed_.get();
+  indexed_ = std::make_unique<rocksdb::WriteBatchWithIndex>(rocksdb::BytewiseComparator(), 0,
+                                                            /*overwrite_key=*/true);
+  ToIndexed replay(indexed_.get(), store_->handles_);
+  if (auto s = plain_->Iterate(&replay); !s.ok()) {
+    // The batch holds only Put and Delete records this class wrote.
+    fprintf(stderr, "mvcc: cannot index the apply batch: %s\n", s.ToString().c_str());
+    std::abort();
+  }
+  plain_.reset();
+  return indexed_.get();
+}
 
 WriteTxn ApplyBatch::BeginTxn() {
   if (txn_open_) {
@@ -501,18 +593,15 @@ absl::Status ApplyBatch::Compact(int64_t rev) {
   if (rev > rev_) return absl::OutOfRangeError(kErrFutureRev);
   compact_rev_ = rev;
   compacted_ = true;
-  wb_->Put(store_->meta_cf_, kMetaCompactRev, EncodeU64(static_cast<uint64_t>(rev)));
+  Put(store_->meta_cf_, kMetaCompactRev, EncodeU64(static_cast<uint64_t>(rev)));
   return absl::OkStatus();
 }
 
 void ApplyBatch::PutMeta(std::string_view key, std::string_view value) {
-  wb_->Put(store_->meta_cf_, rocksdb::Slice(key.data(), key.size()),
-           rocksdb::Slice(value.data(), value.size()));
+  Put(store_->meta_cf_, key, value);
 }
 
-void ApplyBatch::DeleteMeta(std::string_view key) {
-  wb_->Delete(store_->meta_cf_, rocksdb::Slice(key.data(), key.size()));
-}
+void ApplyBatch::DeleteMeta(std::string_view key) { Delete(store_->meta_cf_, key); }
 
 absl::Status ApplyBatch::Commit() {
   if (txn_open_) {
@@ -520,13 +609,22 @@ absl::Status ApplyBatch::Commit() {
             static_cast<long long>(rev_));
     std::abort();
   }
-  wb_->Put(store_->meta_cf_, kMetaRev, EncodeU64(static_cast<uint64_t>(rev_)));
-  wb_->Put(store_->meta_cf_, kMetaConsistentIndex, EncodeU64(consistent_index_));
+  Put(store_->meta_cf_, kMetaRev, EncodeU64(static_cast<uint64_t>(rev_)));
+  Put(store_->meta_cf_, kMetaConsistentIndex, EncodeU64(consistent_index_));
   rocksdb::WriteOptions wo;
   // The node's own log is the durable record; RocksDB's data reaches disk by (atomic) flushes.
   wo.disableWAL = true;
-  auto s = store_->db_->Write(wo, wb_->GetWriteBatch());
+  auto s = store_->db_->Write(wo, indexed_ ? indexed_->GetWriteBatch() : plain_.get());
   if (!s.ok()) return FromRocks(s, "apply commit");
+  if (LatestCache* cache = store_->latest_cache_.get()) {
+    for (auto& [key, kv] : latest_) {
+      if (kv.has_value()) {
+        cache->Put(*kv);
+      } else {
+        cache->Erase(key);
+      }
+    }
+  }
   store_->rev_.store(rev_, std::memory_order_release);
   store_->compact_rev_.store(compact_rev_, std::memory_order_release);
   store_->consistent_index_.store(consistent_index_, std::memory_order_release);
@@ -546,6 +644,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   std::unique_ptr<Store> st(new Store());
   st->options_ = options;
   st->index_comparator_ = std::make_unique<IndexComparator>();
+  if (options.latest_cache_bytes > 0) {
+    st->latest_cache_ = std::make_unique<LatestCache>(options.latest_cache_bytes);
+  }
   st->block_cache_ = rocksdb::NewLRUCache(options.block_cache_bytes);
 
   rocksdb::BlockBasedTableOptions table;
@@ -557,6 +658,11 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   cf_opts.write_buffer_size = options.write_buffer_bytes;
   rocksdb::ColumnFamilyOptions idx_opts = cf_opts;
   idx_opts.comparator = st->index_comparator_.get();
+  // Every put looks its key up in kv first, and most keys a put creates are in no memtable: a
+  // whole-key bloom filter over the memtable answers those without a skiplist search.
+  rocksdb::ColumnFamilyOptions kv_opts = cf_opts;
+  kv_opts.memtable_whole_key_filtering = true;
+  kv_opts.memtable_prefix_bloom_size_ratio = 0.02;
 
   rocksdb::DBOptions db_opts;
   db_opts.create_if_missing = true;
@@ -570,7 +676,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   db_opts.keep_log_file_num = 2;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, cf_opts},
-                                                      {"kv", cf_opts},
+                                                      {"kv", kv_opts},
                                                       {"idx", idx_opts},
                                                       {"hist", cf_opts},
                                                       {"lease", cf_opts},
@@ -931,6 +1037,8 @@ absl::Status Store::ImportImage(const std::string& path,
   }
   rocksdb::WriteOptions wo;
   wo.disableWAL = true;
+  // Every key-value changes: nothing cached for the apply thread may survive.
+  if (latest_cache_) latest_cache_->Clear();
   auto s = db_->Write(wo, &wb);
   if (!s.ok()) return FromRocks(s, "import image");
   {

@@ -19,15 +19,18 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "mvccpb/kv.pb.h"
 #include "node/mvcc/keys.h"
+#include "node/mvcc/latest_cache.h"
 
 namespace rocksdb {
 class DB;
 class ColumnFamilyHandle;
 class Snapshot;
+class WriteBatch;
 class WriteBatchWithIndex;
 class Iterator;
 class Comparator;
@@ -44,6 +47,8 @@ struct StoreOptions {
   std::string dir;
   uint64_t block_cache_bytes = 256ull << 20;
   uint64_t write_buffer_bytes = 64ull << 20;
+  // The apply thread's cache of recently written key-values (see latest_cache.h); 0 turns it off.
+  uint64_t latest_cache_bytes = 64ull << 20;
   // Physical compaction deletes at most this many entries per RocksDB write.
   size_t compaction_batch_entries = 10000;
 };
@@ -158,6 +163,9 @@ class WriteTxn {
   friend class ApplyBatch;
   WriteTxn(ApplyBatch* batch, int64_t rev) : batch_(batch), rev_(rev) {}
   [[nodiscard]] absl::StatusOr<std::optional<mvccpb::KeyValue>> GetLatest(std::string_view key);
+  [[nodiscard]] absl::StatusOr<RangeResult> RangeSingleLatest(std::string_view key,
+                                                              const RangeOptions& opts,
+                                                              int64_t current);
   ApplyBatch* batch_;
   int64_t rev_;
   int64_t sub_ = 0;
@@ -184,8 +192,18 @@ class ApplyBatch {
 
  private:
   friend class WriteTxn;
+  // Writes go to a plain batch while nothing needs to iterate over them: point lookups of the
+  // latest key-values are answered by `latest_`. The first read that iterates (a range inside a
+  // transaction, a lease's keys) moves them into an indexed batch, which then takes every write.
+  void Put(rocksdb::ColumnFamilyHandle* cf, std::string_view key, std::string_view value);
+  void Delete(rocksdb::ColumnFamilyHandle* cf, std::string_view key);
+  [[nodiscard]] rocksdb::WriteBatchWithIndex* Indexed();
+
   Store* store_;
-  std::unique_ptr<rocksdb::WriteBatchWithIndex> wb_;
+  std::unique_ptr<rocksdb::WriteBatch> plain_;
+  std::unique_ptr<rocksdb::WriteBatchWithIndex> indexed_;
+  // This batch's effect on the latest key-values: key -> record, or nullopt once deleted.
+  absl::flat_hash_map<std::string, std::optional<mvccpb::KeyValue>> latest_;
   int64_t rev_;
   int64_t compact_rev_;
   uint64_t consistent_index_;
@@ -268,6 +286,9 @@ class Store {
   rocksdb::ColumnFamilyHandle* lease_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* lkeys_cf_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+
+  // Owned by the apply thread (ApplyBatch), and by ImportImage while no batch is open.
+  std::unique_ptr<LatestCache> latest_cache_;
 
   std::atomic<int64_t> rev_{0};
   std::atomic<int64_t> compact_rev_{0};

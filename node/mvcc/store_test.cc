@@ -24,6 +24,17 @@ struct ModelKv {
 };
 using ModelState = std::map<std::string, ModelKv>;
 
+// The model's side of a put of `k` at revision `rev`.
+void ModelPut(ModelState* state, const std::string& k, const std::string& v, int64_t lease,
+              int64_t rev) {
+  auto& kv = (*state)[k];
+  if (kv.version == 0) kv.create = rev;
+  kv.version++;
+  kv.mod = rev;
+  kv.value = v;
+  kv.lease = lease;
+}
+
 struct Model {
   int64_t rev = 1;
   int64_t compact = 0;
@@ -35,14 +46,20 @@ struct Model {
   }
 };
 
-std::unique_ptr<Store> OpenStore(const std::string& dir) {
+std::unique_ptr<Store> OpenStore(const std::string& dir,
+                                 uint64_t latest_cache_bytes = StoreOptions().latest_cache_bytes) {
   StoreOptions o;
   o.dir = dir;
   o.write_buffer_bytes = 1 << 20;
+  o.latest_cache_bytes = latest_cache_bytes;
   auto s = Store::Open(o);
   EXPECT_TRUE(s.ok()) << s.status();
   return std::move(*s);
 }
+
+void ExpectResultMatches(const absl::StatusOr<RangeResult>& r, const ModelState& state,
+                         const std::string& key, const std::string& end, int64_t limit,
+                         const std::string& ctx);
 
 void ExpectRangeMatches(const ReadView& view, const ModelState& state, const std::string& key,
                         const std::string& end, int64_t rev, int64_t limit,
@@ -50,7 +67,12 @@ void ExpectRangeMatches(const ReadView& view, const ModelState& state, const std
   RangeOptions o;
   o.rev = rev;
   o.limit = limit;
-  auto r = view.Range(key, end, o);
+  ExpectResultMatches(view.Range(key, end, o), state, key, end, limit, ctx);
+}
+
+void ExpectResultMatches(const absl::StatusOr<RangeResult>& r, const ModelState& state,
+                         const std::string& key, const std::string& end, int64_t limit,
+                         const std::string& ctx) {
   ASSERT_TRUE(r.ok()) << ctx << " " << r.status();
   KeyRange range(key, end);
   std::vector<std::pair<std::string, ModelKv>> want;
@@ -177,12 +199,7 @@ TEST(StoreTest, RandomizedAgainstModel) {
             std::string v = "v" + std::to_string(rng() % 1000);
             int64_t lease = static_cast<int64_t>(rng() % 3);
             ASSERT_TRUE(t.Put(k, v, lease).ok());
-            auto& kv = next[k];
-            if (kv.version == 0) kv.create = m.rev + 1;
-            kv.version++;
-            kv.mod = m.rev + 1;
-            kv.value = v;
-            kv.lease = lease;
+            ModelPut(&next, k, v, lease, m.rev + 1);
             changed = true;
           } else {
             std::string end = rng() % 2 ? "" : k + "z";
@@ -254,6 +271,149 @@ TEST(StoreTest, RandomizedAgainstModel) {
       if (HasFatalFailure()) return;
     }
   }
+}
+
+// Apply batches of several transactions, with reads inside them, against the model: a
+// transaction sees the batch's earlier transactions and its own writes, whether they are still
+// in the plain batch, the indexed one (after a read that iterates), the apply cache (none, one
+// that keeps dropping entries, the default) or RocksDB.
+class StoreBatchModelTest : public ::testing::TestWithParam<uint64_t> {};
+
+TEST_P(StoreBatchModelTest, BatchesWithReadsAgainstModel) {
+  const uint64_t cache_bytes = GetParam();
+  for (uint64_t seed : {11ull, 12ull, 13ull}) {
+    SCOPED_TRACE("seed " + std::to_string(seed) + " cache " + std::to_string(cache_bytes));
+    TempDir dir;
+    std::mt19937_64 rng(seed);
+    auto pick_key = [&] {
+      static const char* keys[] = {"a", "ab", "abc", "b", "b\xff", "c", "d/1", "d/2", "zz"};
+      return std::string(keys[rng() % (sizeof(keys) / sizeof(keys[0]))]);
+    };
+    auto pick_end = [&](const std::string& k) -> std::string {
+      switch (rng() % 4) {
+        case 0:
+          return "";
+        case 1:
+          return std::string(1, '\0');
+        case 2:
+          return PrefixEnd(k);
+        default:
+          return pick_key();
+      }
+    };
+    auto st = OpenStore(dir.path(), cache_bytes);
+    Model m;
+    for (int step = 0; step < 300; ++step) {
+      ApplyBatch b(st.get());
+      const int txns = 1 + static_cast<int>(rng() % 4);
+      for (int tx = 0; tx < txns; ++tx) {
+        auto t = b.BeginTxn();
+        ModelState next = m.at[m.rev];
+        bool changed = false;
+        const int ops = 1 + static_cast<int>(rng() % 4);
+        for (int i = 0; i < ops; ++i) {
+          const std::string ctx = "step " + std::to_string(step) + " txn " + std::to_string(tx) +
+                                  " op " + std::to_string(i);
+          std::string k = pick_key();
+          const int kind = static_cast<int>(rng() % 6);
+          if (kind < 3) {
+            std::string v = "v" + std::to_string(rng() % 1000) + std::string(rng() % 64, 'x');
+            int64_t lease = static_cast<int64_t>(rng() % 3);
+            auto prev = t.Put(k, v, lease);
+            ASSERT_TRUE(prev.ok()) << ctx;
+            auto was = next.find(k);
+            ASSERT_EQ(prev->has_value(), was != next.end()) << ctx << " key " << k;
+            if (prev->has_value()) {
+              EXPECT_EQ((*prev)->value(), was->second.value) << ctx;
+              EXPECT_EQ((*prev)->version(), was->second.version) << ctx;
+              EXPECT_EQ((*prev)->create_revision(), was->second.create) << ctx;
+            }
+            ModelPut(&next, k, v, lease, m.rev + 1);
+            changed = true;
+          } else if (kind == 3) {
+            std::string end = pick_end(k);
+            if (end == k) end.clear();
+            auto del = t.DeleteRange(k, end);
+            ASSERT_TRUE(del.ok()) << ctx;
+            KeyRange range(k, end);
+            for (auto it = next.begin(); it != next.end();) {
+              if (range.Contains(it->first) && (range.single() || range.unbounded() || k < end)) {
+                it = next.erase(it);
+                changed = true;
+              } else {
+                ++it;
+              }
+            }
+          } else {
+            // A read inside the transaction: a single key (the point path) or a range (which
+            // moves the batch to the indexed form).
+            std::string end = kind == 4 ? std::string() : pick_end(k);
+            const int64_t limit = static_cast<int64_t>(rng() % 3);
+            RangeOptions o;
+            o.limit = limit;
+            ExpectResultMatches(t.Range(k, end, o), next, k, end, limit, ctx);
+            if (HasFatalFailure()) return;
+          }
+        }
+        t.End();
+        if (changed) {
+          m.rev++;
+          m.at[m.rev] = next;
+        }
+      }
+      b.SetConsistentIndex(step + 1);
+      ASSERT_TRUE(b.Commit().ok());
+      ASSERT_EQ(st->rev(), m.rev);
+      auto view = st->View();
+      ExpectRangeMatches(*view, m.at[m.rev], std::string(1, '\0'), std::string(1, '\0'), 0, 0,
+                         "after step " + std::to_string(step));
+      if (HasFatalFailure()) return;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(CacheSizes, StoreBatchModelTest,
+                         ::testing::Values(uint64_t{0}, uint64_t{1200}, uint64_t{64} << 20));
+
+TEST(LatestCacheTest, StaysWithinBudgetAndKeepsRecentKeys) {
+  const size_t budget = 20 * (LatestCache::kEntryOverheadBytes + 2 * 8 + 100);
+  LatestCache cache(budget);
+  auto kv = [](int i) {
+    mvccpb::KeyValue out;
+    char key[16];
+    snprintf(key, sizeof(key), "key%05d", i);
+    out.set_key(key);
+    out.set_value(std::string(100, 'v'));
+    out.set_version(i);
+    return out;
+  };
+  for (int i = 0; i < 1000; ++i) {
+    cache.Put(kv(i));
+    ASSERT_LE(cache.bytes(), budget) << "after " << i;
+    // The latest key is always there; a key touched just now survives the next rotation.
+    auto got = cache.Get(kv(i).key());
+    ASSERT_TRUE(got.has_value());
+    EXPECT_EQ(got->version(), i);
+  }
+  EXPECT_GT(cache.size(), 5u);
+  EXPECT_FALSE(cache.Get(kv(0).key()).has_value()) << "the oldest key was evicted";
+  // A hit in the old generation moves the entry up, so it outlives entries not used since.
+  const int survivor = 990;
+  for (int i = 1000; i < 1008; ++i) {
+    cache.Put(kv(i));
+    ASSERT_TRUE(cache.Get(kv(survivor).key()).has_value()) << "after " << i;
+  }
+  cache.Erase(kv(survivor).key());
+  EXPECT_FALSE(cache.Get(kv(survivor).key()).has_value());
+  // A record larger than half the budget is not kept (it would push out everything else).
+  mvccpb::KeyValue big = kv(5000);
+  big.set_value(std::string(budget, 'b'));
+  cache.Put(big);
+  EXPECT_FALSE(cache.Get(big.key()).has_value());
+  EXPECT_LE(cache.bytes(), budget);
+  cache.Clear();
+  EXPECT_EQ(cache.size(), 0u);
+  EXPECT_EQ(cache.bytes(), 0u);
 }
 
 TEST(StoreTest, PhysicalCompactionRemovesHistory) {
