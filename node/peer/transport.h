@@ -19,6 +19,7 @@
 #pragma once
 
 #include <grpcpp/impl/codegen/service_type.h>
+#include <grpcpp/support/status.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -42,7 +43,7 @@
 namespace grpc {
 class Server;
 class ServerBuilder;
-class ServerContext;
+class ServerContextBase;
 }  // namespace grpc
 
 namespace meridian::peer {
@@ -69,9 +70,9 @@ struct PeerTransportOptions {
   uint64_t max_snapshot_bytes = 64ull << 30;
   // Snapshots being received at once; more are refused with RESOURCE_EXHAUSTED.
   int max_inbound_snapshots = 4;
-  // Threads of the peer server (ConfigurePeerServer): each inbound stream or snapshot holds one
-  // while it lasts, so this bounds the inbound calls served at once.
-  int max_server_threads = 128;
+  // Inbound calls (streams, snapshots, cluster-info requests) served at once; more are refused
+  // with RESOURCE_EXHAUSTED.
+  int max_inbound_calls = 128;
   // Received payloads are written here (created if missing); on_snapshot hands over the file.
   std::string snapshot_dir;
 
@@ -183,9 +184,10 @@ class PeerTransport {
   void NotifySnapshotStatus(uint64_t id, bool ok);
   void RunNotifier();
 
-  // Inbound calls register their ServerContext so Stop() can cancel them; false after Stop.
-  bool BeginInbound(grpc::ServerContext* ctx);
-  void EndInbound(grpc::ServerContext* ctx);
+  // Inbound calls register their ServerContext so Stop() can cancel them. Fails with
+  // UNAVAILABLE after Stop and with RESOURCE_EXHAUSTED past max_inbound_calls.
+  grpc::Status BeginInbound(grpc::ServerContextBase* ctx);
+  void EndInbound(grpc::ServerContextBase* ctx);
 
   const PeerTransportOptions options_;
   const PeerTransportCallbacks callbacks_;
@@ -198,7 +200,7 @@ class PeerTransport {
 
   std::mutex inbound_mu_;  // guards inbound_*
   std::condition_variable inbound_cv_;
-  std::set<grpc::ServerContext*> inbound_calls_;
+  std::set<grpc::ServerContextBase*> inbound_calls_;
   bool inbound_closed_ = false;
   int inbound_snapshots_ = 0;
 
