@@ -22,9 +22,10 @@ std::optional<mvccpb::KeyValue> LatestCache::Get(std::string_view key) {
   return kv;
 }
 
-void LatestCache::Put(const mvccpb::KeyValue& kv) {
+void LatestCache::Put(mvccpb::KeyValue kv) {
   Erase(kv.key());
-  InsertYoung(kv.key(), kv);
+  std::string key = kv.key();
+  InsertYoung(std::move(key), std::move(kv));
 }
 
 void LatestCache::Erase(std::string_view key) {

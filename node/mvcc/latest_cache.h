@@ -33,7 +33,7 @@ class LatestCache {
   // The cached record of `key`, if any (a copy: the caller owns it).
   std::optional<mvccpb::KeyValue> Get(std::string_view key);
   // Records `kv` as the latest record of kv.key().
-  void Put(const mvccpb::KeyValue& kv);
+  void Put(mvccpb::KeyValue kv);
   // Forgets `key` (it was deleted).
   void Erase(std::string_view key);
   void Clear();

@@ -617,9 +617,10 @@ absl::Status ApplyBatch::Commit() {
   auto s = store_->db_->Write(wo, indexed_ ? indexed_->GetWriteBatch() : plain_.get());
   if (!s.ok()) return FromRocks(s, "apply commit");
   if (LatestCache* cache = store_->latest_cache_.get()) {
+    // The batch is done with its records: they move into the cache.
     for (auto& [key, kv] : latest_) {
       if (kv.has_value()) {
-        cache->Put(*kv);
+        cache->Put(std::move(*kv));
       } else {
         cache->Erase(key);
       }

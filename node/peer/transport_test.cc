@@ -190,6 +190,8 @@ class Node {
   explicit Node(uint64_t id, uint64_t cluster_id = 1) : id_(id), cluster_id_(cluster_id) {}
   ~Node() { Shutdown(); }
 
+  int max_inbound_calls = 128;
+
   // Starts (or restarts) on `port` (0: a free one).
   void Start(int port = 0, size_t max_queue_msgs = 4096) {
     {
@@ -203,6 +205,7 @@ class Node {
     o.self_id = id_;
     o.cluster_id = cluster_id_;
     o.max_queue_msgs = max_queue_msgs;
+    o.max_inbound_calls = max_inbound_calls;
     o.snapshot_dir = dir_.File("snap");
     o.dial_backoff_min_ms = 20;
     o.dial_backoff_max_ms = 200;
@@ -734,6 +737,53 @@ TEST(PeerTransportTest, HostileStreamsAreRefused) {
     EXPECT_EQ(n2.messages_.size(), 2u);  // the good heartbeat and the forwarded proposal
     EXPECT_TRUE(n2.snapshots_.empty());
   });
+}
+
+TEST(PeerTransportTest, InboundCallsPastTheCapAreRefusedUntilOneEnds) {
+  Node n2(2);
+  n2.max_inbound_calls = 8;
+  n2.Start();
+  auto stub = meridianpb::Peer::NewStub(grpc::CreateChannel(
+      "127.0.0.1:" + std::to_string(n2.port()), grpc::InsecureChannelCredentials()));
+  struct OpenStream {
+    grpc::ClientContext ctx;
+    meridianpb::StreamSummary summary;
+    std::unique_ptr<grpc::ClientWriter<meridianpb::MessageBatch>> writer;
+  };
+  meridianpb::MessageBatch batch;
+  EncodeMessage(Heartbeat(1, 2, 1), batch.add_messages());
+  auto open = [&] {
+    auto s = std::make_unique<OpenStream>();
+    s->ctx.AddMetadata("x-meridian-cluster-id", "0000000000000001");
+    s->ctx.AddMetadata("x-meridian-from", "1");
+    s->writer = stub->Stream(&s->ctx, &s->summary);
+    return s;
+  };
+  // Eight streams are admitted: each delivers a message and stays open.
+  std::vector<std::unique_ptr<OpenStream>> streams;
+  for (int i = 0; i < 8; ++i) {
+    streams.push_back(open());
+    ASSERT_TRUE(streams.back()->writer->Write(batch));
+    ASSERT_TRUE(n2.WaitFor([&] { return n2.messages_.size() == static_cast<size_t>(i + 1); }));
+  }
+  // The ninth is refused with the reason.
+  auto ninth = open();
+  ninth->writer->WritesDone();
+  grpc::Status st = ninth->writer->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(st.error_message().find("inbound peer calls"), std::string::npos) << st.error_message();
+  // Once one ends, a new one is admitted again.
+  streams[0]->writer->WritesDone();
+  EXPECT_TRUE(streams[0]->writer->Finish().ok());
+  auto tenth = open();
+  ASSERT_TRUE(tenth->writer->Write(batch));
+  EXPECT_TRUE(n2.WaitFor([&] { return n2.messages_.size() == 9; }));
+  tenth->writer->WritesDone();
+  EXPECT_TRUE(tenth->writer->Finish().ok());
+  for (size_t i = 1; i < streams.size(); ++i) {
+    streams[i]->writer->WritesDone();
+    EXPECT_TRUE(streams[i]->writer->Finish().ok());
+  }
 }
 
 TEST(PeerTransportTest, FetchClusterInfoAsksEachUrlInTurn) {
