@@ -3,6 +3,7 @@
 #include "node/mvcc/store.h"
 
 #include <gtest/gtest.h>
+#include <malloc.h>
 
 #include <filesystem>
 #include <fstream>
@@ -375,8 +376,56 @@ TEST_P(StoreBatchModelTest, BatchesWithReadsAgainstModel) {
 INSTANTIATE_TEST_SUITE_P(CacheSizes, StoreBatchModelTest,
                          ::testing::Values(uint64_t{0}, uint64_t{1200}, uint64_t{64} << 20));
 
+mvccpb::KeyValue CacheRecord(int i, size_t key_bytes, size_t value_bytes) {
+  mvccpb::KeyValue out;
+  std::string key = absl::StrCat("key", i);
+  key.resize(std::max(key.size(), key_bytes), 'k');
+  out.set_key(key);
+  out.set_value(std::string(value_bytes, 'v'));
+  out.set_create_revision(i);
+  out.set_mod_revision(i);
+  out.set_version(1);
+  return out;
+}
+
+// The budget is meant as memory the process pays, so the charge per entry must cover what malloc
+// really hands out for it. Measured with glibc's own count of allocated bytes; the sanitizers
+// replace malloc, so their builds skip it.
+TEST(LatestCacheTest, ChargeCoversTheHeapItTakes) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "malloc is the sanitizer's here";
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+  GTEST_SKIP() << "malloc is the sanitizer's here";
+#endif
+#endif
+  struct Shape {
+    size_t key_bytes, value_bytes;
+  };
+  for (Shape shape : {Shape{8, 0}, Shape{16, 256}, Shape{60, 1000}, Shape{200, 10}}) {
+    SCOPED_TRACE(absl::StrCat("key ", shape.key_bytes, " value ", shape.value_bytes));
+    const size_t budget = 4u << 20;
+    const size_t before = mallinfo2().uordblks;
+    size_t heap_peak = 0, charged_at_peak = 0;
+    {
+      LatestCache cache(budget);
+      for (int i = 0; i < 40000; ++i) {
+        cache.Put(CacheRecord(i, shape.key_bytes, shape.value_bytes));
+        if (i % 97 == 0) {
+          const size_t heap = mallinfo2().uordblks - before;
+          ASSERT_LE(heap, cache.bytes() + (64u << 10)) << "after " << i << " entries";
+          if (heap > heap_peak) heap_peak = heap, charged_at_peak = cache.bytes();
+        }
+      }
+      ASSERT_LE(cache.bytes(), budget);
+    }
+    // Not wildly above the truth either, or the budget would buy far fewer entries than it says.
+    EXPECT_GE(heap_peak * 3, charged_at_peak);
+  }
+}
+
 TEST(LatestCacheTest, StaysWithinBudgetAndKeepsRecentKeys) {
-  const size_t budget = 20 * (LatestCache::kEntryOverheadBytes + 2 * 8 + 100);
+  const size_t budget = 20 * LatestCache::EntryBytes(CacheRecord(0, 8, 100));
   LatestCache cache(budget);
   auto kv = [](int i) {
     mvccpb::KeyValue out;
