@@ -9,8 +9,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <string_view>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +21,9 @@
 
 namespace meridian::wal {
 namespace {
+
+// How much of the live segment is used before the next one is prepared (or 1/16 of a segment).
+constexpr uint64_t kPrepareAfterBytes = 1 << 20;
 
 // Appends bigger than this are written in several pieces so the buffer stays bounded.
 constexpr size_t kFlushThresholdBytes = 1 << 20;
@@ -147,12 +153,128 @@ std::string SegmentFileName(uint64_t seq, uint64_t first_index) {
   return absl::StrCat(Hex16(seq), "-", Hex16(first_index), ".wal");
 }
 
+// Prepares one segment file at a time on its own thread: created at `path`, written full of
+// zeros, fdatasync'ed. The Wal takes the descriptor and renames the file into place.
+class Wal::Preparer {
+ public:
+  Preparer(std::string path, uint64_t bytes) : path_(std::move(path)), bytes_(bytes) {
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "wal-prepare");
+      Loop();
+    });
+  }
+  ~Preparer() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    if (ready_fd_ >= 0) {
+      close(ready_fd_);
+      unlink(path_.c_str());
+    }
+  }
+  Preparer(const Preparer&) = delete;
+  Preparer& operator=(const Preparer&) = delete;
+
+  const std::string& path() const { return path_; }
+
+  // Starts preparing the next segment unless one is ready or under way. Never waits.
+  void Request() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (ready_fd_ >= 0 || requested_) return;
+      requested_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  bool Ready() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ready_fd_ >= 0;
+  }
+
+  // The prepared file's descriptor (the caller owns it; the file is still at path()), or -1.
+  int Take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::exchange(ready_fd_, -1);
+  }
+
+ private:
+  void Loop() {
+    // Anonymous read-only pages all map the kernel's zero page: a source of zeros that takes no
+    // memory.
+    constexpr size_t kZerosBytes = 1 << 20;
+    void* zeros = mmap(nullptr, kZerosBytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    const std::span<const char> zero_span(
+        zeros == MAP_FAILED ? nullptr : static_cast<const char*>(zeros),
+        zeros == MAP_FAILED ? 0 : kZerosBytes);
+    Serve(zero_span);
+    if (zeros != MAP_FAILED) munmap(zeros, kZerosBytes);
+  }
+
+  void Serve(std::span<const char> zeros) {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&] { return stopping_ || requested_; });
+      if (stopping_) return;
+      lock.unlock();
+      const int fd = Prepare(zeros);
+      lock.lock();
+      requested_ = false;
+      if (fd >= 0 && !stopping_) {
+        ready_fd_ = fd;
+      } else if (fd >= 0) {
+        close(fd);
+        unlink(path_.c_str());
+      }
+    }
+  }
+
+  // The prepared file's descriptor, or -1 (the Wal then falls back to posix_fallocate, which
+  // reports the error if there is one).
+  int Prepare(std::span<const char> zeros) {
+    if (zeros.empty()) return -1;
+    const int fd = open(path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return -1;
+    bool ok = true;
+    for (uint64_t offset = 0; ok && offset < bytes_;) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stopping_) ok = false;
+      }
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), bytes_ - offset));
+      const ssize_t written = ok ? pwrite(fd, zeros.data(), n, static_cast<off_t>(offset)) : -1;
+      if (written < 0 && errno == EINTR) continue;
+      if (written <= 0) ok = false;
+      offset += written > 0 ? static_cast<uint64_t>(written) : 0;
+    }
+    if (ok && fdatasync(fd) == 0) return fd;
+    close(fd);
+    unlink(path_.c_str());
+    return -1;
+  }
+
+  const std::string path_;
+  const uint64_t bytes_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool requested_ = false;
+  bool stopping_ = false;
+  int ready_fd_ = -1;
+  std::thread thread_;  // last: started once the rest is initialized
+};
+
 Wal::Wal(const Options& options, int dir_fd) : options_(options), dir_fd_(dir_fd) {}
 
 Wal::~Wal() {
+  preparer_.reset();  // stops its thread and removes an unused prepared file
   if (fd_ >= 0) close(fd_);
   close(dir_fd_);  // also releases the flock
 }
+
+bool Wal::segment_prepared() const { return preparer_ != nullptr && preparer_->Ready(); }
 
 absl::StatusOr<std::unique_ptr<Wal>> Wal::Open(const Options& options, Recovered* out) {
   if (options.dir.empty()) return absl::InvalidArgumentError("Options.dir is empty");
@@ -188,6 +310,14 @@ absl::StatusOr<std::unique_ptr<Wal>> Wal::Open(const Options& options, Recovered
     return IoError(err, "flock", options.dir);
   }
   std::unique_ptr<Wal> wal(new Wal(options, dir_fd));
+  // A segment being prepared when the last process stopped was never part of the log.
+  const std::string preparing = JoinPath(options.dir, kPreparingFileName);
+  if (unlink(preparing.c_str()) != 0 && errno != ENOENT) {
+    return IoError(errno, "remove", preparing);
+  }
+  if (options.prepare_segments) {
+    wal->preparer_ = std::make_unique<Preparer>(preparing, options.segment_size_bytes);
+  }
   Recovered recovered;
   if (auto s = wal->Recover(&recovered); !s.ok()) return s;
   if (out != nullptr) *out = std::move(recovered);
@@ -306,6 +436,8 @@ absl::Status Wal::Recover(Recovered* out) {
         return IoError(err, "preallocate", segments_.back().path);
       }
     }
+    // How the reused segment was allocated is not known; a prepared one replaces it when ready.
+    live_fallocated_ = true;
     write_offset_bytes_ = last_valid_bytes;
     // What recovery read may have come from the page cache of a process that died before its
     // Sync; make it durable before anyone acts on it.
@@ -362,6 +494,32 @@ absl::Status Wal::StartSegment() {
   const uint64_t seq = segments_.empty() ? 1 : segments_.back().seq + 1;
   const uint64_t first_index = last_index_ + 1;
   std::string path = JoinPath(options_.dir, SegmentFileName(seq, first_index));
+  auto fd = CreateSegmentFile(path);
+  if (!fd.ok()) return fd.status();
+  fd_ = *fd;
+  write_offset_bytes_ = 0;
+  segments_.push_back({seq, first_index, 0, std::move(path)});
+  dir_unsynced_ = true;
+  AppendSegmentHeaderRecord({seq, first_index, hard_state_, snapshot_}, &buffer_);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> Wal::CreateSegmentFile(const std::string& path) {
+  if (preparer_ != nullptr) {
+    const int prepared = preparer_->Take();
+    if (prepared >= 0) {
+      // The name is new (sequence numbers only grow), so the rename replaces nothing. It is made
+      // durable with the directory fsync that follows every new segment.
+      if (rename(preparer_->path().c_str(), path.c_str()) != 0) {
+        const int err = errno;
+        close(prepared);
+        unlink(preparer_->path().c_str());
+        return IoError(err, "rename prepared segment to", path);
+      }
+      live_fallocated_ = false;
+      return prepared;
+    }
+  }
   const int fd = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return IoError(errno, "create", path);
   if (int err = posix_fallocate(fd, 0, static_cast<off_t>(options_.segment_size_bytes)); err != 0) {
@@ -369,12 +527,8 @@ absl::Status Wal::StartSegment() {
     unlink(path.c_str());
     return IoError(err, "preallocate", path);
   }
-  fd_ = fd;
-  write_offset_bytes_ = 0;
-  segments_.push_back({seq, first_index, 0, std::move(path)});
-  dir_unsynced_ = true;
-  AppendSegmentHeaderRecord({seq, first_index, hard_state_, snapshot_}, &buffer_);
-  return absl::OkStatus();
+  live_fallocated_ = true;
+  return fd;
 }
 
 absl::Status Wal::MakeRoom(uint64_t record_bytes) {
@@ -439,6 +593,11 @@ absl::Status Wal::Append(std::span<const Entry> entries, const HardState* hard_s
     }
     last_index = e.index;
   }
+  // Leave a posix_fallocate'd live segment as soon as a prepared one is ready (see Options).
+  if (live_fallocated_ && preparer_ != nullptr &&
+      write_offset_bytes_ + buffer_.size() > kSegmentHeaderRecordBytes && preparer_->Ready()) {
+    if (auto s = StartSegment(); !s.ok()) return Fail(s);
+  }
   for (const Entry& e : entries) {
     if (auto s = MakeRoom(kRecordHeaderBytes + EntryPayloadBytes(e)); !s.ok()) return Fail(s);
     AppendEntryRecord(e, &buffer_);
@@ -451,7 +610,15 @@ absl::Status Wal::Append(std::span<const Entry> entries, const HardState* hard_s
     AppendHardStateRecord(*hard_state, &buffer_);
     hard_state_ = *hard_state;
   }
-  return Fail(FlushBuffer());
+  if (auto s = FlushBuffer(); !s.ok()) return Fail(s);
+  // The next segment is prepared once this one is in use, not at Open: preparing writes a whole
+  // segment, which a member that takes few writes (or a short-lived test member) need not pay.
+  if (preparer_ != nullptr &&
+      write_offset_bytes_ >=
+          std::min<uint64_t>(kPrepareAfterBytes, options_.segment_size_bytes / 16)) {
+    preparer_->Request();
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Wal::Sync() {

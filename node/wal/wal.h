@@ -19,9 +19,21 @@ namespace meridian::wal {
 
 struct Options {
   std::string dir;
-  uint64_t segment_size_bytes = 64ull << 20;     // preallocated with posix_fallocate
+  uint64_t segment_size_bytes = 64ull << 20;     // preallocated in full
   uint64_t max_record_size_bytes = 64ull << 20;  // decoder refuses bigger lengths
+  // Segments are prepared ahead by a background thread: written full of zeros and synced, then
+  // renamed into place when the log needs one. Appends then overwrite written blocks, so an
+  // fdatasync flushes data only. A posix_fallocate'd segment has unwritten extents instead, and
+  // every fdatasync must also write the inode (the extent conversion): a second synchronous I/O
+  // per sync. Until a prepared segment is ready (a new log, a restart) the live segment is a
+  // posix_fallocate'd one, left for the prepared one as soon as that is ready. Off: every segment
+  // is posix_fallocate'd, and segment boundaries depend only on the appends.
+  bool prepare_segments = true;
 };
+
+// Where a segment is prepared before it is renamed into place (not a segment name; removed at
+// Open if a crash left it behind).
+inline constexpr char kPreparingFileName[] = "segment.preparing";
 
 inline constexpr uint64_t kMinSegmentSizeBytes = 1024;
 
@@ -63,10 +75,15 @@ class Wal {  // not thread-safe: one caller thread at a time (the node's log wri
   [[nodiscard]] absl::Status ReleaseBefore(uint64_t index);
 
   uint64_t last_index() const { return last_index_; }
+  // Whether a prepared segment is waiting to be used (see Options::prepare_segments).
+  bool segment_prepared() const;
+  // Whether the live segment was preallocated with posix_fallocate (not prepared).
+  bool live_segment_fallocated() const { return live_fallocated_; }
   uint64_t fsync_count() const { return fsync_count_; }  // fdatasyncs of segment files
   double last_fsync_seconds() const { return last_fsync_seconds_; }
 
  private:
+  class Preparer;
   struct Segment {
     uint64_t seq = 0;
     uint64_t first_index = 0;
@@ -78,6 +95,8 @@ class Wal {  // not thread-safe: one caller thread at a time (the node's log wri
   [[nodiscard]] absl::Status Recover(Recovered* out);
   [[nodiscard]] absl::Status OpenLiveSegment(uint64_t valid_bytes);
   [[nodiscard]] absl::Status StartSegment();
+  // A new live segment file at `path`: the prepared one if ready, else a posix_fallocate'd one.
+  [[nodiscard]] absl::StatusOr<int> CreateSegmentFile(const std::string& path);
   [[nodiscard]] absl::Status MakeRoom(uint64_t record_bytes);
   [[nodiscard]] absl::Status FlushBuffer();
   [[nodiscard]] absl::Status SyncLiveSegment();
@@ -86,10 +105,12 @@ class Wal {  // not thread-safe: one caller thread at a time (the node's log wri
   [[nodiscard]] absl::Status Fail(absl::Status status);
 
   const Options options_;
-  const int dir_fd_;                 // held open for directory fsyncs and the flock
-  int fd_ = -1;                      // live segment
-  uint64_t write_offset_bytes_ = 0;  // file offset where buffer_ will land
-  std::vector<Segment> segments_;    // oldest first; back() is the live segment
+  const int dir_fd_;                    // held open for directory fsyncs and the flock
+  int fd_ = -1;                         // live segment
+  bool live_fallocated_ = false;        // fd_ was posix_fallocate'd (not a prepared segment)
+  std::unique_ptr<Preparer> preparer_;  // null unless options_.prepare_segments
+  uint64_t write_offset_bytes_ = 0;     // file offset where buffer_ will land
+  std::vector<Segment> segments_;       // oldest first; back() is the live segment
   std::string buffer_;
 
   uint64_t last_index_ = 0;

@@ -1,19 +1,25 @@
 #include "node/wal/wal.h"
 
 #include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <new>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -83,6 +89,27 @@ std::vector<Entry> MakeEntries(uint64_t first, uint64_t last, uint64_t term, siz
   return out;
 }
 
+// Whether any extent of the file is allocated but unwritten (FIEMAP), or nullopt where the
+// filesystem does not say.
+std::optional<bool> HasUnwrittenExtents(const std::string& path) {
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  constexpr unsigned kMaxExtents = 512;
+  std::vector<char> buf(sizeof(fiemap) + kMaxExtents * sizeof(fiemap_extent));
+  auto* map = reinterpret_cast<fiemap*>(buf.data());
+  map->fm_start = 0;
+  map->fm_length = FIEMAP_MAX_OFFSET;
+  map->fm_flags = FIEMAP_FLAG_SYNC;
+  map->fm_extent_count = kMaxExtents;
+  const int rc = ioctl(fd, FS_IOC_FIEMAP, map);
+  close(fd);
+  if (rc != 0) return std::nullopt;
+  for (unsigned i = 0; i < map->fm_mapped_extents; ++i) {
+    if (map->fm_extents[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN) return true;
+  }
+  return false;
+}
+
 std::vector<uint64_t> Indexes(const std::vector<Entry>& entries) {
   std::vector<uint64_t> out;
   for (const Entry& e : entries) out.push_back(e.index);
@@ -106,7 +133,9 @@ class WalTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(root_); }
 
   Options Opts(uint64_t segment_size_bytes = kSmallSegmentBytes) const {
-    return Options{dir_, segment_size_bytes, 64 << 10};
+    // Segment boundaries must follow the appends alone here; prepared segments have their own
+    // tests (PreparedSegments*).
+    return Options{dir_, segment_size_bytes, 64 << 10, /*prepare_segments=*/false};
   }
 
   std::unique_ptr<Wal> MustOpen(const Options& options, Recovered* recovered) {
@@ -570,6 +599,69 @@ TEST_F(WalTest, OverwriteBelowFirstRetainedEntry) {
   ASSERT_NE(MustOpen(Opts(), &rec), nullptr);
   EXPECT_EQ(Indexes(rec.entries), Range(first_kept - 5, first_kept - 3));
   EXPECT_EQ(rec.entries.front().term, 2u);
+}
+
+// With prepare_segments, the log leaves its first (posix_fallocate'd) segment for a prepared one,
+// written full of zeros, as soon as that is ready; appends then go to blocks that are already
+// written, so an fdatasync has no extent conversion (an inode write) to do. Recovery sees one log.
+TEST_F(WalTest, PreparedSegmentsReplaceFallocatedOnesAndHoldNoUnwrittenExtents) {
+  Options opts = Opts(256 << 10);
+  opts.prepare_segments = true;
+  uint64_t next = 1;
+  {
+    auto wal = MustOpen(opts, nullptr);
+    ASSERT_NE(wal, nullptr);
+    EXPECT_TRUE(wal->live_segment_fallocated());
+    const std::string first = SegmentPaths(dir_).back();
+    // Preparation starts once 1/16 of the live segment is used.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!wal->segment_prepared()) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no segment was prepared";
+      ASSERT_TRUE(wal->Append(MakeEntries(next, next + 9, 1, 100), nullptr).ok());
+      ASSERT_TRUE(wal->Sync().ok());
+      next += 10;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    EXPECT_TRUE(fs::exists(fs::path(dir_) / kPreparingFileName));
+    ASSERT_TRUE(wal->Append(MakeEntries(next, next + 9, 1, 100), nullptr).ok());
+    ASSERT_TRUE(wal->Sync().ok());
+    next += 10;
+    EXPECT_FALSE(wal->live_segment_fallocated());
+    EXPECT_FALSE(fs::exists(fs::path(dir_) / kPreparingFileName));
+    const auto paths = SegmentPaths(dir_);
+    ASSERT_EQ(paths.size(), 2u);
+    EXPECT_EQ(paths.front(), first);
+    EXPECT_EQ(fs::file_size(paths.back()), opts.segment_size_bytes);
+    const std::optional<bool> fallocated_unwritten = HasUnwrittenExtents(first);
+    if (!fallocated_unwritten.has_value() || !*fallocated_unwritten) {
+      GTEST_SKIP() << "this filesystem shows no unwritten extents for posix_fallocate";
+    }
+    EXPECT_EQ(HasUnwrittenExtents(paths.back()), std::optional<bool>(false));
+  }
+  Recovered rec;
+  ASSERT_NE(MustOpen(opts, &rec), nullptr);
+  EXPECT_EQ(Indexes(rec.entries), Range(1, next - 1));
+}
+
+// A segment that was being prepared when the process stopped is not part of the log: Open
+// removes it, and so does the Wal's destructor for one it prepared and never used.
+TEST_F(WalTest, LeftoverPreparedSegmentIsRemoved) {
+  Options opts = Opts(256 << 10);
+  opts.prepare_segments = true;
+  {
+    auto wal = MustOpen(opts, nullptr);
+    ASSERT_NE(wal, nullptr);
+    ASSERT_TRUE(wal->Append(MakeEntries(1, 5, 1, 10), nullptr).ok());
+    ASSERT_TRUE(wal->Sync().ok());
+  }
+  EXPECT_FALSE(fs::exists(fs::path(dir_) / kPreparingFileName));
+  WriteFile((fs::path(dir_) / kPreparingFileName).string(), std::string(5000, 'x'));
+  Recovered rec;
+  auto wal = MustOpen(opts, &rec);
+  ASSERT_NE(wal, nullptr);
+  EXPECT_FALSE(fs::exists(fs::path(dir_) / kPreparingFileName));
+  EXPECT_EQ(Indexes(rec.entries), Range(1, 5));
+  EXPECT_EQ(SegmentPaths(dir_).size(), 1u);
 }
 
 // After a failed fdatasync the Wal refuses all further work. The failure is provoked by pointing
