@@ -375,6 +375,33 @@ TEST(Resolver, SilenceAndGarbageTimeOutWithinTheBound) {
   }
 }
 
+// Cancel() from another thread ends a lookup that a silent server would hold for max_wait_ms,
+// and every later lookup of that resolver, with Cancelled.
+TEST(Resolver, CancelEndsALookupUnderWay) {
+  FakeDnsServer dns([](const std::string&) { return std::string(); });  // never answers
+  auto resolver = Resolver::Create(
+      {.dns_server = dns.address(), .timeout_ms = 5000, .tries = 3, .max_wait_ms = 60000});
+  ASSERT_TRUE(resolver.ok());
+  std::vector<absl::StatusOr<std::vector<SrvRecord>>> result;
+  std::thread lookup([&] { result = (*resolver)->LookupSrv({"_etcd-client._tcp.c.test"}); });
+  for (int i = 0; i < 500 && dns.queries() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GE(dns.queries(), 1);
+  const auto start = std::chrono::steady_clock::now();
+  (*resolver)->Cancel();
+  lookup.join();
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count();
+  ASSERT_EQ(result.size(), 1u);
+  EXPECT_TRUE(absl::IsCancelled(result[0].status())) << result[0].status();
+  EXPECT_NE(result[0].status().message().find("_etcd-client._tcp.c.test"), std::string::npos);
+  EXPECT_LT(ms, 10000) << "a 60 s lookup bound was waited out";
+  auto again = (*resolver)->LookupHosts({"m1.c.test"});
+  EXPECT_TRUE(absl::IsCancelled(again[0].status())) << again[0].status();
+}
+
 TEST(Resolver, HostsAndLiterals) {
   FakeDnsServer dns([](const std::string& q) {
     const uint16_t qtype = QueryType(q);
@@ -473,6 +500,45 @@ TEST(Follower, FollowsChangingRecordsAndKeepsTheLastSetWhileDnsFails) {
   EXPECT_EQ(seen[1], (std::vector<std::string>{"m1.f.test@10.0.0.1", "m2.f.test@10.0.0.2"}));
   EXPECT_EQ(seen[2], (std::vector<std::string>{"m2.f.test@10.0.0.2"}));
   EXPECT_EQ(follower.changes(), 2u);
+}
+
+// Stop() while a lookup waits on a server that went silent returns without waiting out the
+// lookup's bound (max_wait_ms): the proxy's shutdown goes through here.
+TEST(Follower, StopDoesNotWaitOutASilentDnsServer) {
+  std::atomic<bool> silent{false};
+  FakeDnsServer dns([&](const std::string& q) -> std::string {
+    if (silent.load()) return "";
+    const uint16_t qtype = QueryType(q);
+    const std::string name = QuestionName(q);
+    if (qtype == 33 && name == "_etcd-client._tcp.s.test") {
+      return Message(name, 0, {{kPtrToQuestion, 33, 0, SrvRdata(0, 0, 2379, "m1.s.test")}},
+                     QueryId(q), qtype);
+    }
+    if (qtype == 1 && name == "m1.s.test") {
+      return Message(name, 0, {{kPtrToQuestion, 1, 0, std::string("\x0a\x00\x00\x01", 4)}},
+                     QueryId(q), qtype);
+    }
+    return Message(name, 0, {}, QueryId(q), qtype);
+  });
+  FollowerOptions o;
+  o.resolver = {.dns_server = dns.address(), .timeout_ms = 5000, .tries = 3, .max_wait_ms = 60000};
+  o.domain = "s.test";
+  o.min_refresh_ms = 20;
+  o.max_refresh_ms = 20;
+  SrvFollower follower(o);
+  ASSERT_TRUE(follower.Start([](const std::vector<DiscoveredEndpoint>&) {}).ok());
+  silent = true;
+  const int queries_before = dns.queries();
+  for (int i = 0; i < 500 && dns.queries() == queries_before; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GT(dns.queries(), queries_before) << "no lookup reached the silent server";
+  const auto start = std::chrono::steady_clock::now();
+  follower.Stop();
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count();
+  EXPECT_LT(ms, 10000) << "Stop waited out a 60 s lookup bound";
 }
 
 // More SRV targets than kMaxEndpoints: the first kMaxEndpoints are used, the rest are reported as

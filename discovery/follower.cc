@@ -51,6 +51,8 @@ void SrvFollower::Stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  // A lookup under way would otherwise run to its end (up to max_wait_ms with a silent server).
+  if (resolver_ != nullptr) resolver_->Cancel();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -86,6 +88,7 @@ void SrvFollower::Run(uint32_t ttl_s) {
     if (cv_.wait_for(lock, std::chrono::milliseconds(delay_ms), [&] { return stopping_; })) break;
     lock.unlock();
     absl::Status st = LookupOnce(&ttl_s);
+    if (absl::IsCancelled(st)) break;  // Stop() canceled the lookup under way
     if (st.ok()) {
       if (failures_in_a_row > 0)
         spdlog::info("discovery: lookups of {} work again", options_.domain);

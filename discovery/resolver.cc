@@ -128,6 +128,10 @@ std::string Resolver::ServerDescription() const {
 }
 
 absl::Status Resolver::LookupError(const std::string& name, int ares_status) const {
+  if (ares_status == ARES_ECANCELLED && cancelled_.load()) {
+    return absl::CancelledError(
+        absl::StrCat("DNS lookup of ", name, " canceled: the resolver is stopping"));
+  }
   switch (ares_status) {
     case ARES_ETIMEOUT:
     case ARES_ECANCELLED:
@@ -251,7 +255,8 @@ std::vector<absl::StatusOr<HostAddresses>> Resolver::LookupHosts(
 void Resolver::RunUntilDone(const int* pending) {
   const int64_t deadline_ms = NowMs() + options_.max_wait_ms;
   while (*pending > 0) {
-    if (NowMs() >= deadline_ms) {
+    // Each pass waits at most 100 ms (max_tv below), so a Cancel() is seen that soon.
+    if (NowMs() >= deadline_ms || cancelled_.load()) {
       ares_cancel(channel_);  // every pending callback runs now, with ARES_ECANCELLED
       MERIDIAN_CHECK_EQ(*pending, 0) << "c-ares left lookups pending after ares_cancel";
       break;

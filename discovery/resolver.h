@@ -8,10 +8,11 @@
 //
 // Every lookup of one call is in flight at once on the channel, and the call returns when the last
 // one has finished; a call never takes longer than Options::max_wait_ms. One Resolver is used by
-// one thread at a time (each component owns its own).
+// one thread at a time (each component owns its own); only Cancel() may come from another thread.
 #ifndef MERIDIAN_DISCOVERY_RESOLVER_H_
 #define MERIDIAN_DISCOVERY_RESOLVER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -58,6 +59,10 @@ class Resolver {
   // One result per host, in order: NotFound when the name has no address.
   std::vector<absl::StatusOr<HostAddresses>> LookupHosts(const std::vector<std::string>& hosts);
 
+  // From any thread: the lookup under way (within about 100 ms) and every later one end with
+  // Cancelled, so that a component stopping does not wait out a DNS server that is down.
+  void Cancel() { cancelled_.store(true); }
+
   const ResolverOptions& options() const { return options_; }
   // "127.0.0.1:5353" or "the system resolver", for messages.
   std::string ServerDescription() const;
@@ -70,6 +75,7 @@ class Resolver {
 
   ResolverOptions options_;
   ares_channeldata* channel_ = nullptr;
+  std::atomic<bool> cancelled_{false};
 };
 
 }  // namespace meridian::discovery
