@@ -626,10 +626,7 @@ absl::Status ApplyBatch::Commit() {
       }
     }
   }
-  store_->rev_.store(rev_, std::memory_order_release);
-  store_->compact_rev_.store(compact_rev_, std::memory_order_release);
-  store_->consistent_index_.store(consistent_index_, std::memory_order_release);
-  store_->Publish();
+  store_->Publish({rev_, compact_rev_, consistent_index_});
   if (compacted_) {
     std::lock_guard<std::mutex> lock(store_->compact_mu_);
     store_->compact_target_ = std::max(store_->compact_target_, compact_rev_);
@@ -690,8 +687,9 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   st->hist_cf_ = st->handles_[3];
   st->lease_cf_ = st->handles_[4];
   st->lkeys_cf_ = st->handles_[5];
-  if (auto ls = st->Load(); !ls.ok()) return ls;
-  st->Publish();
+  auto loaded = st->Load();
+  if (!loaded.ok()) return loaded.status();
+  st->Publish(*loaded);
   st->compactor_ = std::thread([p = st.get()] {
     pthread_setname_np(pthread_self(), "compactor");
     p->CompactorLoop();
@@ -699,7 +697,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   return st;
 }
 
-absl::Status Store::Load() {
+absl::StatusOr<Store::ViewState> Store::Load() {
   auto get_u64 = [this](std::string_view key, uint64_t dflt) -> absl::StatusOr<uint64_t> {
     auto v = GetMeta(key);
     if (!v.ok()) return v.status();
@@ -715,13 +713,10 @@ absl::Status Store::Load() {
   for (auto* s : {&rev, &compact, &finished, &ci}) {
     if (!s->ok()) return s->status();
   }
-  rev_ = static_cast<int64_t>(*rev);
-  compact_rev_ = static_cast<int64_t>(*compact);
   finished_compact_rev_ = static_cast<int64_t>(*finished);
-  consistent_index_ = *ci;
   // A compaction that was scheduled but not finished before a crash runs again.
-  compact_target_ = compact_rev_;
-  return absl::OkStatus();
+  compact_target_ = static_cast<int64_t>(*compact);
+  return ViewState{static_cast<int64_t>(*rev), static_cast<int64_t>(*compact), *ci};
 }
 
 Store::~Store() {
@@ -741,12 +736,17 @@ Store::~Store() {
   }
 }
 
-void Store::Publish() {
+void Store::Publish(const ViewState& state) {
   auto* snap = db_->GetSnapshot();
   std::shared_ptr<const ReadView> view(
-      new ReadView(this, snap, rev_.load(), compact_rev_.load(), consistent_index_.load()));
-  std::lock_guard<std::mutex> lock(view_mu_);
-  view_ = std::move(view);
+      new ReadView(this, snap, state.rev, state.compact_rev, state.consistent_index));
+  {
+    std::lock_guard<std::mutex> lock(view_mu_);
+    view_ = std::move(view);
+  }
+  rev_.store(state.rev, std::memory_order_release);
+  compact_rev_.store(state.compact_rev, std::memory_order_release);
+  consistent_index_.store(state.consistent_index, std::memory_order_release);
 }
 
 std::shared_ptr<const ReadView> Store::View() const {
@@ -1042,11 +1042,13 @@ absl::Status Store::ImportImage(const std::string& path,
   if (latest_cache_) latest_cache_->Clear();
   auto s = db_->Write(wo, &wb);
   if (!s.ok()) return FromRocks(s, "import image");
+  absl::StatusOr<ViewState> loaded;
   {
     std::lock_guard<std::mutex> lock(compact_mu_);
-    if (auto st = Load(); !st.ok()) return st;
+    loaded = Load();
   }
-  Publish();
+  if (!loaded.ok()) return loaded.status();
+  Publish(*loaded);
   return Flush();
 }
 

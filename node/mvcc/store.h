@@ -270,8 +270,18 @@ class Store {
   friend class ApplyBatch;
   friend class WriteTxn;
   Store() = default;
-  [[nodiscard]] absl::Status Load();
-  void Publish();
+  // The revision, compaction revision and consistent index a new read view stands for.
+  struct ViewState {
+    int64_t rev = 0;
+    int64_t compact_rev = 0;
+    uint64_t consistent_index = 0;
+  };
+  // Reads the durable meta (and sets the compaction marks); the caller Publish()es the state.
+  [[nodiscard]] absl::StatusOr<ViewState> Load();
+  // Makes a view of the current data at `state` the one View() returns, and only then advances
+  // rev(), compact_rev() and consistent_index() to it: whoever sees the new consistent index (a
+  // read released once it reached its read index) gets a view at least that new.
+  void Publish(const ViewState& state);
   void CompactorLoop();
   [[nodiscard]] absl::Status CompactTo(int64_t rev);
 

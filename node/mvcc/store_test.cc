@@ -5,11 +5,13 @@
 #include <gtest/gtest.h>
 #include <malloc.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
 #include <random>
+#include <thread>
 
 #include "common/temp_dir.h"
 
@@ -463,6 +465,31 @@ TEST(LatestCacheTest, StaysWithinBudgetAndKeepsRecentKeys) {
   cache.Clear();
   EXPECT_EQ(cache.size(), 0u);
   EXPECT_EQ(cache.bytes(), 0u);
+}
+
+// A read released because the store reached its read index (consistent_index() >= i) reads
+// View() next: that view must hold index i. Publishing the index before the view let such a read
+// see the state before its index (a stale read that the cluster linearizability test caught).
+TEST(StoreTest, ViewIsNeverOlderThanTheConsistentIndexSeenBeforeIt) {
+  TempDir dir;
+  auto st = OpenStore(dir.path());
+  std::atomic<bool> done{false};
+  std::atomic<int64_t> violations{0};
+  std::thread reader([&] {
+    while (!done.load()) {
+      const uint64_t seen = st->consistent_index();
+      const auto view = st->View();
+      if (view->consistent_index() < seen) violations.fetch_add(1);
+    }
+  });
+  for (uint64_t i = 1; i <= 20000; ++i) {
+    ApplyBatch b(st.get());
+    b.SetConsistentIndex(i);
+    ASSERT_TRUE(b.Commit().ok());
+  }
+  done = true;
+  reader.join();
+  EXPECT_EQ(violations.load(), 0);
 }
 
 TEST(StoreTest, PhysicalCompactionRemovesHistory) {
