@@ -28,6 +28,14 @@ namespace {
 
 constexpr size_t kMaxProposalsPerLoop = 4096;
 constexpr size_t kMaxApplyBatchEntries = 4096;
+
+// Bytes of entry data in a batch of committed entries (what the apply queue's budget counts).
+template <typename ApplyEntries>
+size_t EntriesBytes(const ApplyEntries& entries) {
+  size_t bytes = 0;
+  for (const auto& e : entries) bytes += e.entry.data.size();
+  return bytes;
+}
 // How often (in applied entries) raft's in-memory log drops what is applied, past the catch-up
 // tail.
 constexpr uint64_t kRaftCompactEveryEntries = 1000;
@@ -581,7 +589,12 @@ absl::Status EtcdServer::Init() {
   cb.on_message = [this](raft::Message m) {
     {
       std::lock_guard<std::mutex> lock(raft_mu_);
-      if (inbox_.size() >= kMaxInbox) return;  // raft tolerates loss; keep memory bounded
+      size_t bytes = m.context.size();
+      for (const auto& e : m.entries) bytes += e.data.size();
+      // Raft tolerates loss, so a message past the bound is dropped: memory stays bounded while
+      // the raft thread is busy.
+      if (!inbox_budget_.Admits(1, bytes)) return;
+      inbox_budget_.Add(1, bytes);
       inbox_.push_back(std::move(m));
     }
     raft_cv_.notify_one();
@@ -759,6 +772,7 @@ void EtcdServer::FailAll(const grpc::Status& status) {
   {
     std::lock_guard<std::mutex> lock(raft_mu_);
     pending_.clear();
+    pending_budget_.Clear();
     new_reads.swap(new_reads_);
   }
   for (auto& [id, w] : waiters) w.done(status);
@@ -811,10 +825,11 @@ void EtcdServer::Propose(meridianpb::InternalRequest request, google::protobuf::
       done(ErrStopped());
       return;
     }
-    if (pending_.size() >= kMaxPending) {
+    if (!pending_budget_.Admits(1, data.size())) {
       done(ErrTooManyRequests());
       return;
     }
+    pending_budget_.Add(1, data.size());
     pending_.emplace_back(id, std::move(data));
     waiters_.emplace(id, Waiter{std::move(request), response, std::move(done), RequestDeadline()});
     proposals_pending_->Set(static_cast<double>(pending_.size()));
@@ -1130,11 +1145,13 @@ void EtcdServer::RaftLoop() {
       if (stopping_) return;
       size_t n = std::min(pending_.size(), kMaxProposalsPerLoop);
       for (size_t i = 0; i < n; ++i) {
+        pending_budget_.Remove(1, pending_.front().second.size());
         proposals.push_back(std::move(pending_.front()));
         pending_.pop_front();
       }
       proposals_pending_->Set(static_cast<double>(pending_.size()));
       inbox.swap(inbox_);
+      inbox_budget_.Clear();
       snaps.swap(snapshot_inbox_);
       unreachable.swap(unreachable_);
       snap_status.swap(snapshot_status_);
@@ -1397,12 +1414,13 @@ void EtcdServer::HandleReady(raft::Ready rd) {
   if (!batch.empty()) {
     for (size_t i = 0; i < batch.size(); ++i) batch[i].entry = std::move(rd.committed_entries[i]);
     proposals_committed_->Inc(static_cast<double>(batch.size()));
+    const size_t bytes = EntriesBytes(batch);
     {
       std::unique_lock<std::mutex> lock(apply_mu_);
       // Back-pressure: raft may not run unboundedly ahead of the apply loop.
       apply_cv_.wait(lock,
-                     [&] { return committed_entries_ < max_committed_entries_ || stopping_; });
-      committed_entries_ += batch.size();
+                     [&] { return committed_budget_.Admits(batch.size(), bytes) || stopping_; });
+      committed_budget_.Add(batch.size(), bytes);
       committed_.push_back(std::move(batch));
     }
     apply_cv_.notify_all();
@@ -1555,8 +1573,8 @@ void EtcdServer::ApplyLoop() {
       // an answer.
       if (committed_.empty() || apply_busy_) return;
       while (!committed_.empty() && entries.size() < kMaxApplyBatchEntries) {
+        committed_budget_.Remove(committed_.front().size(), EntriesBytes(committed_.front()));
         for (auto& e : committed_.front()) entries.push_back(std::move(e));
-        committed_entries_ -= committed_.front().size();
         committed_.pop_front();
       }
       apply_busy_ = true;

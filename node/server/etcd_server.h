@@ -40,6 +40,7 @@
 #include "node/raft/rawnode.h"
 #include "node/server/config.h"
 #include "node/server/leader_forwarder.h"
+#include "node/server/queue_budget.h"
 
 namespace meridian::wal {
 class Wal;
@@ -237,7 +238,13 @@ class EtcdServer {
   // Stop() takes each of those before notifying, so no wakeup is lost).
   std::atomic<bool> stopping_{false};
   static constexpr size_t kMaxPending = 100000;
-  static constexpr size_t kMaxInbox = 20000;
+  // Raft refuses proposals past its 64 MiB of uncommitted entries anyway, so queueing more than
+  // that for it only holds memory while the raft thread is busy (a slow fsync).
+  static constexpr size_t kMaxPendingBytes = 64 << 20;
+  QueueBudget pending_budget_{kMaxPending, kMaxPendingBytes};  // raft_mu_
+  // Peer messages waiting for the raft thread (our leaders keep at most 8 MiB of appends in
+  // flight to one follower; the byte bound also holds for a peer that does not).
+  QueueBudget inbox_budget_{20000, 256 << 20};  // raft_mu_
 
   // Waiters, guarded by waiters_mu_.
   std::mutex waiters_mu_;
@@ -249,8 +256,8 @@ class EtcdServer {
   std::mutex apply_mu_;
   std::condition_variable apply_cv_;
   std::deque<std::vector<ApplyEntry>> committed_;
-  size_t committed_entries_ = 0;
-  size_t max_committed_entries_ = 50000;
+  // Raft waits while the apply thread is this far behind (entries, bytes of entry data).
+  QueueBudget committed_budget_{50000, 256 << 20};
   bool apply_busy_ = false;
   uint64_t entries_since_flush_ = 0;  // apply thread only
   uint64_t applied_term_ = 0;         // apply thread only: term of the last applied entry

@@ -1,5 +1,6 @@
 #include "node/server/services.h"
 
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include <cstdio>
@@ -436,7 +437,10 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::Snap
       file_.open(path_, std::ios::binary);
       std::error_code ec;
       remaining_ = std::filesystem::file_size(path_, ec);
-      SHA256_Init(&sha_);
+      if (!sha_ || EVP_DigestInit_ex(sha_.get(), EVP_sha256(), nullptr) != 1) {
+        Finish(grpc::Status(grpc::StatusCode::INTERNAL, "snapshot: cannot start SHA-256"));
+        return;
+      }
       if (!file_ || ec) {
         Finish(grpc::Status(grpc::StatusCode::INTERNAL, "snapshot: cannot read the snapshot file"));
         return;
@@ -469,7 +473,12 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::Snap
     s_->FillHeader(resp_.mutable_header(), s_->store()->rev());
     if (remaining_ == 0) {
       unsigned char digest[SHA256_DIGEST_LENGTH];
-      SHA256_Final(digest, &sha_);
+      unsigned int digest_len = 0;
+      if (EVP_DigestFinal_ex(sha_.get(), digest, &digest_len) != 1 ||
+          digest_len != sizeof(digest)) {
+        Finish(grpc::Status(grpc::StatusCode::INTERNAL, "snapshot: SHA-256 failed"));
+        return;
+      }
       resp_.set_blob(reinterpret_cast<char*>(digest), sizeof(digest));
       resp_.set_remaining_bytes(0);
       resp_.set_version(kClusterVersion);
@@ -483,7 +492,10 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::Snap
       Finish(grpc::Status(grpc::StatusCode::INTERNAL, "snapshot: short read"));
       return;
     }
-    SHA256_Update(&sha_, buf.data(), buf.size());
+    if (EVP_DigestUpdate(sha_.get(), buf.data(), buf.size()) != 1) {
+      Finish(grpc::Status(grpc::StatusCode::INTERNAL, "snapshot: SHA-256 failed"));
+      return;
+    }
     remaining_ -= buf.size();
     resp_.set_remaining_bytes(remaining_ + SHA256_DIGEST_LENGTH);
     resp_.set_blob(std::move(buf));
@@ -495,7 +507,7 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::Snap
   std::thread writer_;
   std::ifstream file_;
   uint64_t remaining_ = 0;
-  SHA256_CTX sha_;
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha_{EVP_MD_CTX_new(), &EVP_MD_CTX_free};
   etcdserverpb::SnapshotResponse resp_;
   bool done_ = false;
 };

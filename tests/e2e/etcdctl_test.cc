@@ -638,6 +638,11 @@ TEST_F(KvWriteTest, SnapshotSaveAndStatus) {
       simple.stdout_text,
       std::regex(absl::StrCat("^[0-9a-f]+, ", rev, ", [0-9]+, [0-9.]+ [kMG]?B\n$"))))
       << simple.stdout_text;
+  // `snapshot restore` checks the SHA-256 the stream ended with ("snapshot file integrity check
+  // failed" otherwise).
+  CommandResult restore = Ctl(
+      {"snapshot", "restore", path, "--data-dir", server().dir() + "/restored"});
+  ASSERT_TRUE(Succeeded(restore)) << restore.stdout_text << restore.stderr_text;
 }
 
 // ---------------------------------------------------------------------------------------------
