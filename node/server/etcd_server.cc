@@ -1990,7 +1990,12 @@ bool EtcdServer::NoSpaceAlarmed() const { return nospace_.load(); }
 
 bool EtcdServer::QuotaAvailable(size_t cost_bytes) const {
   if (config_.quota_backend_bytes < 0 || cost_bytes == 0) return true;
-  return db_size_bytes_.load() + cost_bytes < static_cast<uint64_t>(config_.EffectiveQuotaBytes());
+  const auto quota = static_cast<uint64_t>(config_.EffectiveQuotaBytes());
+  if (db_size_bytes_.load() + cost_bytes < quota) return true;
+  // The sample may predate a compaction and defragmentation that just freed space (a client
+  // that defragments, disarms and writes at once must not be refused): look again.
+  db_size_bytes_ = store_->Stats().db_size_bytes;
+  return db_size_bytes_.load() + cost_bytes < quota;
 }
 
 void EtcdServer::RaiseNoSpace() {

@@ -283,7 +283,8 @@ class EtcdServer {
   std::vector<etcdserverpb::AlarmMember> alarms_;
   std::atomic<bool> nospace_{false};
   std::atomic<bool> nospace_raising_{false};
-  std::atomic<uint64_t> db_size_bytes_{0};
+  // Sampled by housekeeping; QuotaAvailable re-reads it before refusing a write.
+  mutable std::atomic<uint64_t> db_size_bytes_{0};
 
   // Answers to proposers, handed off by the apply thread.
   std::mutex completion_mu_;
