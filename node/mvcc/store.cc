@@ -14,7 +14,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "node/wal/crc32c.h"
 
@@ -88,9 +90,34 @@ void KeepOrDrop(RangeResult* out, const RangeOptions& opts, std::string_view byt
   out->kvs.push_back(std::move(*kv));
 }
 
+// The keys a scan counted, for the list cache; gives up past what the cache would keep.
+class KeySink {
+ public:
+  explicit KeySink(const ListCache* cache) : cache_(cache) {}
+  void Add(std::string_view key) {
+    if (full_) return;
+    key_bytes_ += key.size();
+    if (!cache_->Fits(key_bytes_, keys_.size() + 1)) {
+      full_ = true;
+      keys_ = {};
+      return;
+    }
+    keys_.emplace_back(key);
+  }
+  bool full() const { return full_; }
+  std::vector<std::string> Take() { return std::move(keys_); }
+
+ private:
+  const ListCache* cache_;
+  std::vector<std::string> keys_;
+  size_t key_bytes_ = 0;
+  bool full_ = false;
+};
+
 // Range over the latest values (the kv CF).
 absl::Status RangeLatest(const ReadSource& src, rocksdb::ColumnFamilyHandle* kv_cf,
-                         const KeyRange& range, const RangeOptions& opts, RangeResult* out) {
+                         const KeyRange& range, const RangeOptions& opts, RangeResult* out,
+                         KeySink* keys = nullptr) {
   absl::Status err;
   if (range.single()) {
     std::string value;
@@ -104,6 +131,7 @@ absl::Status RangeLatest(const ReadSource& src, rocksdb::ColumnFamilyHandle* kv_
   for (it->Seek(rocksdb::Slice(range.key().data(), range.key().size())); it->Valid(); it->Next()) {
     auto k = it->key();
     if (range.Past(std::string_view(k.data(), k.size()))) break;
+    if (keys != nullptr) keys->Add(std::string_view(k.data(), k.size()));
     KeepOrDrop(out, opts, std::string_view(it->value().data(), it->value().size()), &err);
     if (!err.ok()) return err;
   }
@@ -114,7 +142,7 @@ absl::Status RangeLatest(const ReadSource& src, rocksdb::ColumnFamilyHandle* kv_
 // steps with Next() and only seeks when a key has many revisions to skip.
 absl::Status RangeAt(const ReadSource& src, rocksdb::ColumnFamilyHandle* idx_cf,
                      rocksdb::ColumnFamilyHandle* hist_cf, const KeyRange& range, int64_t rev,
-                     const RangeOptions& opts, RangeResult* out) {
+                     const RangeOptions& opts, RangeResult* out, KeySink* keys = nullptr) {
   constexpr int kStepsBeforeSeek = 8;
   const Revision at{rev, INT64_MAX};
   auto it = src.new_iter(idx_cf);
@@ -141,6 +169,7 @@ absl::Status RangeAt(const ReadSource& src, rocksdb::ColumnFamilyHandle* idx_cf,
     if (user_key_of() != user_key) continue;  // no revision <= rev: the key did not exist yet
     Revision r = IndexRevision(std::string_view(it->key().data(), it->key().size()));
     if (it->value().size() == 1 && it->value()[0] == kIndexPut) {
+      if (keys != nullptr) keys->Add(user_key);
       bool want_value = !opts.count_only &&
                         (opts.limit == 0 || static_cast<int64_t>(out->kvs.size()) < opts.limit);
       if (want_value) {
@@ -221,12 +250,92 @@ absl::StatusOr<RangeResult> ReadView::Range(std::string_view key, std::string_vi
   KeyRange range(key, end);
   if (!range.single() && !range.unbounded() && end <= key) return out;
   auto src = SnapshotSource(store_->db_, snapshot_);
-  absl::Status s =
-      (opts.rev == 0 || opts.rev == rev_)
-          ? RangeLatest(src, store_->kv_cf_, range, opts, &out)
-          : RangeAt(src, store_->idx_cf_, store_->hist_cf_, range, opts.rev, opts, &out);
-  if (!s.ok()) return s;
+  const int64_t at = opts.rev == 0 ? rev_ : opts.rev;
+  auto scan = [&](const KeyRange& r, const RangeOptions& o, RangeResult* result, KeySink* keys) {
+    return at == rev_ ? RangeLatest(src, store_->kv_cf_, r, o, result, keys)
+                      : RangeAt(src, store_->idx_cf_, store_->hist_cf_, r, at, o, result, keys);
+  };
+  ListCache* cache = store_->list_cache_.get();
+  if (cache == nullptr || range.single() || opts.limit <= 0) {
+    if (auto s = scan(range, opts, &out, nullptr); !s.ok()) return s;
+    return out;
+  }
+  // A page of a list. The range's keys at this revision come from the cache: recorded by an
+  // earlier page at this revision, or brought up to it from an older entry by the history since
+  // (each list's first page reads the current revision). Only this page's records are read.
+  std::shared_ptr<const ListCache::Entry> entry = cache->Find(key, end, at);
+  if (entry == nullptr) {
+    if (auto base = cache->FindBase(key, end, at, compact_rev_, kMaxListDeltaRevs)) {
+      auto keys = KeysSince(*base, at);
+      if (!keys.ok()) return keys.status();
+      if (keys->has_value()) {
+        entry = cache->Insert(base->start, base->end, at, std::move(**keys), compact_rev_);
+      }
+    }
+  }
+  if (entry != nullptr) {
+    auto first = std::lower_bound(entry->keys.begin(), entry->keys.end(), key);
+    const int64_t left = entry->keys.end() - first;
+    out.count = left;
+    if (opts.count_only) return out;
+    RangeOptions one_opts = opts;
+    one_opts.limit = 0;
+    for (int64_t i = 0; i < std::min(left, opts.limit); ++i) {
+      RangeResult one;
+      if (auto s = scan(KeyRange(first[i], ""), one_opts, &one, nullptr); !s.ok()) return s;
+      if (one.count != 1) {
+        fprintf(stderr, "mvcc: the list cache has key %s at rev %lld, the store %lld of it\n",
+                absl::CEscape(first[i]).c_str(), static_cast<long long>(at),
+                static_cast<long long>(one.count));
+        std::abort();
+      }
+      out.kvs.push_back(std::move(one.kvs[0]));
+    }
+    return out;
+  }
+  KeySink keys(cache);
+  if (auto s = scan(range, opts, &out, &keys); !s.ok()) return s;
+  if (out.count > opts.limit && !keys.full()) {
+    cache->Insert(std::string(key), std::string(end), at, keys.Take(), compact_rev_);
+  }
   return out;
+}
+
+absl::StatusOr<std::optional<std::vector<std::string>>> ReadView::KeysSince(
+    const ListCache::Entry& base, int64_t rev) const {
+  // Key -> alive at `rev`, from the events after the base's revision (the last one wins).
+  std::map<std::string, bool, std::less<>> changes;
+  const KeyRange covered(base.start, base.end);
+  size_t events = 0;
+  for (int64_t from = base.rev + 1; from <= rev;) {
+    std::vector<mvccpb::Event> batch;
+    int64_t next = from;
+    if (auto s = ReadEvents(from, 1024, &batch, &next); !s.ok()) return s;
+    for (auto& ev : batch) {
+      if (ev.kv().mod_revision() > rev) break;
+      if (!covered.Contains(ev.kv().key())) continue;
+      changes.insert_or_assign(std::move(*ev.mutable_kv()->mutable_key()),
+                               ev.type() == mvccpb::Event::PUT);
+    }
+    events += batch.size();
+    if (events > kMaxListDeltaEvents) return std::nullopt;  // a full scan is cheaper
+    if (next <= from) break;
+    from = next;
+  }
+  std::vector<std::string> keys;
+  keys.reserve(base.keys.size() + changes.size());
+  auto k = base.keys.begin();
+  auto c = changes.begin();
+  while (k != base.keys.end() || c != changes.end()) {
+    if (c == changes.end() || (k != base.keys.end() && *k < c->first)) {
+      keys.push_back(*k++);
+      continue;
+    }
+    if (k != base.keys.end() && *k == c->first) ++k;
+    if (c->second) keys.push_back(c->first);
+    ++c;
+  }
+  return keys;
 }
 
 absl::StatusOr<std::optional<mvccpb::KeyValue>> ReadView::Get(std::string_view key,
@@ -645,6 +754,10 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) 
   if (options.latest_cache_bytes > 0) {
     st->latest_cache_ = std::make_unique<LatestCache>(options.latest_cache_bytes);
   }
+  if (options.list_cache_bytes > 0) {
+    st->list_cache_ =
+        std::make_unique<ListCache>(options.list_cache_entries, options.list_cache_bytes);
+  }
   st->block_cache_ = rocksdb::NewLRUCache(options.block_cache_bytes);
 
   rocksdb::BlockBasedTableOptions table;
@@ -1040,6 +1153,7 @@ absl::Status Store::ImportImage(const std::string& path,
   wo.disableWAL = true;
   // Every key-value changes: nothing cached for the apply thread may survive.
   if (latest_cache_) latest_cache_->Clear();
+  if (list_cache_) list_cache_->Clear();
   auto s = db_->Write(wo, &wb);
   if (!s.ok()) return FromRocks(s, "import image");
   absl::StatusOr<ViewState> loaded;

@@ -25,6 +25,7 @@
 #include "mvccpb/kv.pb.h"
 #include "node/mvcc/keys.h"
 #include "node/mvcc/latest_cache.h"
+#include "node/mvcc/list_cache.h"
 
 namespace rocksdb {
 class DB;
@@ -49,6 +50,10 @@ struct StoreOptions {
   uint64_t write_buffer_bytes = 64ull << 20;
   // The apply thread's cache of recently written key-values (see latest_cache.h); 0 turns it off.
   uint64_t latest_cache_bytes = 64ull << 20;
+  // Keys of recently listed ranges, for the later pages of paginated lists (see list_cache.h);
+  // 0 bytes turns it off.
+  uint64_t list_cache_bytes = 64ull << 20;
+  size_t list_cache_entries = 64;
   // Physical compaction deletes at most this many entries per RocksDB write.
   size_t compaction_batch_entries = 10000;
 };
@@ -120,6 +125,12 @@ class ReadView {
 
  private:
   friend class Store;
+  // A list cache entry older than the view brought up to `rev` by the history after it (it needs
+  // at most kMaxListDeltaRevs revisions and kMaxListDeltaEvents events; nullopt past those).
+  static constexpr int64_t kMaxListDeltaRevs = 10000;
+  static constexpr size_t kMaxListDeltaEvents = 20000;
+  [[nodiscard]] absl::StatusOr<std::optional<std::vector<std::string>>> KeysSince(
+      const ListCache::Entry& base, int64_t rev) const;
   ReadView(const Store* store, const rocksdb::Snapshot* snapshot, int64_t rev, int64_t compact_rev,
            uint64_t consistent_index)
       : store_(store),
@@ -247,6 +258,8 @@ class Store {
   // Rewrites all files to reclaim space (etcd's defragment).
   [[nodiscard]] absl::Status Defragment();
   StoreStats Stats() const;
+  // Null when StoreOptions::list_cache_bytes is 0.
+  const ListCache* list_cache() const { return list_cache_.get(); }
 
   // Writes every column family as of `view` to `path` (a framed, CRC-32C checked image), for a
   // raft snapshot sent to a member that is too far behind. Meta keys starting with one of
@@ -299,6 +312,8 @@ class Store {
 
   // Owned by the apply thread (ApplyBatch), and by ImportImage while no batch is open.
   std::unique_ptr<LatestCache> latest_cache_;
+  // Read by any thread through a ReadView; thread-safe on its own.
+  std::unique_ptr<ListCache> list_cache_;
 
   std::atomic<int64_t> rev_{0};
   std::atomic<int64_t> compact_rev_{0};

@@ -642,3 +642,145 @@ TEST(StoreTest, CorruptImageIsRefusedAndLeavesTheStoreAlone) {
 
 }  // namespace
 }  // namespace meridian::mvcc
+
+namespace meridian::mvcc {
+namespace {
+
+// Kubernetes-style paginated lists (first page at the current revision, the next pages at the
+// revision it saw, each starting after the previous page's last key), interleaved with writes
+// and compactions, against the model. Later pages come from the list cache.
+TEST(StoreTest, PaginatedListsAgainstModel) {
+  for (uint64_t seed : {11ull, 12ull, 13ull}) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    TempDir dir;
+    std::mt19937_64 rng(seed);
+    auto st = OpenStore(dir.path());
+    Model m;
+    uint64_t index = 0;
+    auto write_step = [&] {
+      ApplyBatch b(st.get());
+      auto t = b.BeginTxn();
+      ModelState next = m.at[m.rev];
+      bool changed = false;
+      const int n = 1 + static_cast<int>(rng() % 4);
+      for (int i = 0; i < n; ++i) {
+        char key[16];
+        std::snprintf(key, sizeof(key), "%s/%03d", rng() % 8 == 0 ? "q" : "p",
+                      static_cast<int>(rng() % 120));
+        if (rng() % 4 != 0) {
+          std::string v = "v" + std::to_string(rng() % 1000);
+          ASSERT_TRUE(t.Put(key, v, 0).ok());
+          ModelPut(&next, key, v, 0, m.rev + 1);
+          changed = true;
+        } else {
+          auto del = t.DeleteRange(key, "");
+          ASSERT_TRUE(del.ok());
+          if (!del->empty()) changed = true;  // deleting nothing takes no revision
+          next.erase(key);
+        }
+      }
+      t.End();
+      if (changed) {
+        m.rev++;
+        m.at[m.rev] = next;
+      }
+      if (rng() % 25 == 0 && m.rev > m.compact + 10) {
+        int64_t c = m.rev - static_cast<int64_t>(rng() % 10);
+        ASSERT_TRUE(b.Compact(c).ok());
+        m.compact = c;
+      }
+      b.SetConsistentIndex(++index);
+      ASSERT_TRUE(b.Commit().ok());
+    };
+    for (int i = 0; i < 100; ++i) {
+      write_step();
+      if (HasFatalFailure()) return;
+    }
+    int pages = 0;
+    for (int list = 0; list < 60; ++list) {
+      const int64_t limit = 1 + static_cast<int64_t>(rng() % 25);
+      const std::string end = PrefixEnd("p/");
+      std::string start = "p/";
+      int64_t rev = 0;  // the first page reads the current revision
+      while (true) {
+        RangeOptions o;
+        o.rev = rev;
+        o.limit = limit + 1;  // as the server asks: one more tells whether there is more
+        o.keys_only = rng() % 4 == 0;
+        auto r = st->View()->Range(start, end, o);
+        if (rev != 0 && rev < m.compact) {
+          ASSERT_FALSE(r.ok());
+          EXPECT_EQ(r.status().message(), kErrCompacted);
+          break;
+        }
+        ASSERT_TRUE(r.ok()) << r.status();
+        if (rev == 0) rev = r->rev;
+        const ModelState& state = m.at[rev];
+        std::vector<std::pair<std::string, ModelKv>> want;
+        for (auto it = state.lower_bound(start); it != state.end() && it->first < end; ++it) {
+          want.push_back(*it);
+        }
+        const std::string ctx =
+            "list " + std::to_string(list) + " at rev " + std::to_string(rev) + " from " + start;
+        ASSERT_EQ(r->count, static_cast<int64_t>(want.size())) << ctx;
+        ASSERT_EQ(r->kvs.size(), std::min<size_t>(want.size(), limit + 1)) << ctx;
+        for (size_t i = 0; i < r->kvs.size(); ++i) {
+          const auto& kv = r->kvs[i];
+          ASSERT_EQ(kv.key(), want[i].first) << ctx;
+          EXPECT_EQ(kv.value(), o.keys_only ? "" : want[i].second.value) << ctx;
+          EXPECT_EQ(kv.mod_revision(), want[i].second.mod) << ctx;
+          EXPECT_EQ(kv.create_revision(), want[i].second.create) << ctx;
+          EXPECT_EQ(kv.version(), want[i].second.version) << ctx;
+        }
+        ++pages;
+        if (static_cast<int64_t>(want.size()) <= limit) break;
+        start = r->kvs[limit - 1].key() + std::string(1, '\0');
+        // Writes (and now and then a compaction) between pages.
+        const int writes = static_cast<int>(rng() % 3);
+        for (int w = 0; w < writes; ++w) {
+          write_step();
+          if (HasFatalFailure()) return;
+        }
+      }
+    }
+    ASSERT_NE(st->list_cache(), nullptr);
+    EXPECT_GT(st->list_cache()->hits(), static_cast<uint64_t>(pages / 4))
+        << "later pages should come from the cache (" << pages << " pages)";
+    EXPECT_GT(st->list_cache()->base_hits(), 20u)
+        << "first pages should start from an earlier list's keys and the history since";
+  }
+}
+
+TEST(ListCacheTest, FindsEntriesThatCoverTheRangeAndEvictsByCountAndBytes) {
+  ListCache cache(/*max_entries=*/2, /*max_bytes=*/1 << 20);
+  cache.Insert("a", "z", 7, {"a", "b", "c"}, 0);
+  EXPECT_NE(cache.Find("a", "z", 7), nullptr);
+  EXPECT_NE(cache.Find("b", "z", 7), nullptr) << "a later start is covered";
+  EXPECT_EQ(cache.Find("0", "z", 7), nullptr) << "an earlier start is not";
+  EXPECT_EQ(cache.Find("a", "y", 7), nullptr) << "another end is another range";
+  EXPECT_EQ(cache.Find("a", "z", 8), nullptr) << "another revision is another range";
+  cache.Insert("a", "z", 8, {"a"}, 0);
+  cache.Insert("a", "z", 9, {"a"}, 0);
+  EXPECT_EQ(cache.entries(), 2u);
+  EXPECT_EQ(cache.Find("a", "z", 7), nullptr) << "the least recently used went first";
+  // Compaction drops what nobody can read any more.
+  cache.Insert("a", "z", 10, {"a"}, /*compact_rev=*/9);
+  EXPECT_EQ(cache.Find("a", "z", 8), nullptr);
+  EXPECT_NE(cache.Find("a", "z", 9), nullptr);
+  cache.Clear();
+  EXPECT_EQ(cache.entries(), 0u);
+  EXPECT_EQ(cache.bytes(), 0u);
+
+  ListCache small(/*max_entries=*/100, /*max_bytes=*/64 << 10);
+  std::vector<std::string> big(1000, std::string(100, 'k'));  // ~100 KiB: over a quarter
+  small.Insert("a", "z", 1, big, 0);
+  EXPECT_EQ(small.entries(), 0u) << "an entry over a quarter of the budget is not kept";
+  for (int rev = 1; rev <= 50; ++rev) {
+    small.Insert("a", "z", rev, std::vector<std::string>(100, std::string(50, 'k')), 0);
+    EXPECT_LE(small.bytes(), size_t{64} << 10);
+  }
+  EXPECT_LT(small.entries(), 50u);
+}
+
+}  // namespace
+}  // namespace meridian::mvcc
