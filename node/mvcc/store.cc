@@ -71,7 +71,12 @@ absl::StatusOr<mvccpb::KeyValue> ParseKv(std::string_view bytes) {
 
 // Reads that work the same on a committed snapshot (ReadView) and on an open apply batch.
 struct ReadSource {
-  std::function<std::unique_ptr<rocksdb::Iterator>(rocksdb::ColumnFamilyHandle*)> new_iter;
+  // `upper_bound` (may be null; must outlive the iterator) ends the iteration inside RocksDB, so
+  // that a range followed by many deleted keys does not step over all of their tombstones
+  // looking for the next live key past the range.
+  std::function<std::unique_ptr<rocksdb::Iterator>(rocksdb::ColumnFamilyHandle*,
+                                                   const rocksdb::Slice* upper_bound)>
+      new_iter;
   std::function<rocksdb::Status(rocksdb::ColumnFamilyHandle*, const rocksdb::Slice&, std::string*)>
       get;
 };
@@ -127,7 +132,8 @@ absl::Status RangeLatest(const ReadSource& src, rocksdb::ColumnFamilyHandle* kv_
     KeepOrDrop(out, opts, value, &err);
     return err;
   }
-  auto it = src.new_iter(kv_cf);
+  const rocksdb::Slice upper(range.end().data(), range.end().size());
+  auto it = src.new_iter(kv_cf, range.unbounded() ? nullptr : &upper);
   for (it->Seek(rocksdb::Slice(range.key().data(), range.key().size())); it->Valid(); it->Next()) {
     auto k = it->key();
     if (range.Past(std::string_view(k.data(), k.size()))) break;
@@ -145,7 +151,14 @@ absl::Status RangeAt(const ReadSource& src, rocksdb::ColumnFamilyHandle* idx_cf,
                      const RangeOptions& opts, RangeResult* out, KeySink* keys = nullptr) {
   constexpr int kStepsBeforeSeek = 8;
   const Revision at{rev, INT64_MAX};
-  auto it = src.new_iter(idx_cf);
+  // The first index entry of the key after the range (revisions sort newest first).
+  const Revision first_of_key{INT64_MAX, INT64_MAX};
+  const std::string upper = range.single()
+                                ? EncodeIndexKey(std::string(range.key()) + '\0', first_of_key)
+                            : range.unbounded() ? std::string()
+                                                : EncodeIndexKey(range.end(), first_of_key);
+  const rocksdb::Slice upper_slice(upper);
+  auto it = src.new_iter(idx_cf, upper.empty() ? nullptr : &upper_slice);
   absl::Status err;
   auto user_key_of = [&]() {
     return IndexUserKey(std::string_view(it->key().data(), it->key().size()));
@@ -227,9 +240,10 @@ ReadView::~ReadView() { store_->db_->ReleaseSnapshot(snapshot_); }
 namespace {
 ReadSource SnapshotSource(rocksdb::DB* db, const rocksdb::Snapshot* snap) {
   return ReadSource{
-      [db, snap](rocksdb::ColumnFamilyHandle* cf) {
+      [db, snap](rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice* upper_bound) {
         rocksdb::ReadOptions ro;
         ro.snapshot = snap;
+        ro.iterate_upper_bound = upper_bound;
         return std::unique_ptr<rocksdb::Iterator>(db->NewIterator(ro, cf));
       },
       [db, snap](rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice& k, std::string* v) {
@@ -444,7 +458,9 @@ absl::StatusOr<uint32_t> ReadView::HashKV(int64_t rev) const {
 namespace {
 ReadSource BatchSource(rocksdb::DB* db, rocksdb::WriteBatchWithIndex* wb) {
   return ReadSource{
-      [db, wb](rocksdb::ColumnFamilyHandle* cf) {
+      [db, wb](rocksdb::ColumnFamilyHandle* cf, const rocksdb::Slice* /*upper_bound*/) {
+        // No bound here: the batch's own writes are merged over the base iterator, and the
+        // callers stop at the end of their range themselves.
         rocksdb::ReadOptions ro;
         return std::unique_ptr<rocksdb::Iterator>(
             wb->NewIteratorWithBase(cf, db->NewIterator(ro, cf)));
@@ -588,7 +604,7 @@ absl::Status WriteTxn::DeleteLease(int64_t lease_id) {
 
 absl::StatusOr<std::vector<std::string>> WriteTxn::LeaseKeys(int64_t lease_id) {
   Store* st = batch_->store_;
-  auto it = BatchSource(st->db_, batch_->Indexed()).new_iter(st->lkeys_cf_);
+  auto it = BatchSource(st->db_, batch_->Indexed()).new_iter(st->lkeys_cf_, nullptr);
   std::string prefix = EncodeU64(static_cast<uint64_t>(lease_id));
   std::vector<std::string> keys;
   for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
