@@ -642,11 +642,6 @@ TEST(StoreTest, CorruptImageIsRefusedAndLeavesTheStoreAlone) {
   EXPECT_FALSE(dst->ImportImage(dir.path() + "/missing", {}).ok());
 }
 
-}  // namespace
-}  // namespace meridian::mvcc
-
-namespace meridian::mvcc {
-namespace {
 
 // Kubernetes-style paginated lists (first page at the current revision, the next pages at the
 // revision it saw, each starting after the previous page's last key), interleaved with writes
@@ -784,11 +779,6 @@ TEST(ListCacheTest, FindsEntriesThatCoverTheRangeAndEvictsByCountAndBytes) {
   EXPECT_LT(small.entries(), 50u);
 }
 
-}  // namespace
-}  // namespace meridian::mvcc
-
-namespace meridian::mvcc {
-namespace {
 
 // A range that many deleted keys follow must not step over their tombstones looking for the
 // next live key past its end (a list after a mass delete took 0.1 s per page this way).
@@ -848,11 +838,6 @@ TEST(StoreTest, RangesDoNotWalkTheTombstonesPastTheirEnd) {
   rocksdb::SetPerfLevel(rocksdb::PerfLevel::kDisable);
 }
 
-}  // namespace
-}  // namespace meridian::mvcc
-
-namespace meridian::mvcc {
-namespace {
 
 // Readers paging through a range while the apply side writes (TSan runs this suite): within one
 // list, every page is at the first page's revision, so each page's count is the first count

@@ -39,8 +39,6 @@ class QueueBudget {
 
   size_t entries() const { return entries_; }
   size_t bytes() const { return bytes_; }
-  size_t max_entries() const { return max_entries_; }
-  size_t max_bytes() const { return max_bytes_; }
 
  private:
   size_t max_entries_;
