@@ -55,6 +55,22 @@ void LeaderForwarder::RenewLease(int64_t lease_id,
   });
 }
 
+void LeaderForwarder::LeaseTimeToLive(
+    const etcdserverpb::LeaseTimeToLiveRequest& request,
+    std::function<void(std::optional<etcdserverpb::LeaseTimeToLiveResponse>)> done) {
+  Submit([request, done = std::move(done)](const std::shared_ptr<grpc::Channel>& leader) {
+    std::optional<etcdserverpb::LeaseTimeToLiveResponse> answer;
+    if (leader) {
+      auto stub = etcdserverpb::Lease::NewStub(leader);
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      etcdserverpb::LeaseTimeToLiveResponse resp;
+      if (stub->LeaseTimeToLive(&ctx, request, &resp).ok()) answer = std::move(resp);
+    }
+    done(std::move(answer));
+  });
+}
+
 void LeaderForwarder::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {

@@ -1,7 +1,8 @@
-// Runs requests at the leader on behalf of a follower: lease keepalives (only the leader's lessor
-// expires leases, so a keepalive that reaches a follower must reach the leader too) and member
-// promotion (only the leader knows whether a learner caught up). etcd forwards these over its
-// peer HTTP API; we use the leader's client gRPC API. One worker thread, a bounded queue.
+// Runs requests at the leader on behalf of a follower: lease keepalives and time-to-live queries
+// (only the leader's lessor expires leases and sees every keepalive, so a keepalive that reaches a
+// follower must reach the leader too, and only the leader knows how long a lease has left) and
+// member promotion (only the leader knows whether a learner caught up). etcd forwards these over
+// its peer HTTP API; we use the leader's client gRPC API. One worker thread, a bounded queue.
 #pragma once
 
 #include <condition_variable>
@@ -17,6 +18,11 @@
 namespace grpc {
 class Channel;
 }
+
+namespace etcdserverpb {
+class LeaseTimeToLiveRequest;
+class LeaseTimeToLiveResponse;
+}  // namespace etcdserverpb
 
 namespace meridian::server {
 
@@ -36,6 +42,12 @@ class LeaderForwarder {
   // Renews a lease at the leader; `done` runs exactly once with the leader's TTL (0: the leader
   // does not have the lease), or nullopt when the leader could not be asked.
   void RenewLease(int64_t lease_id, std::function<void(std::optional<int64_t> ttl)> done);
+
+  // Asks the leader for a lease's time to live; `done` runs exactly once with the leader's
+  // answer, or nullopt when the leader could not be asked.
+  void LeaseTimeToLive(
+      const etcdserverpb::LeaseTimeToLiveRequest& request,
+      std::function<void(std::optional<etcdserverpb::LeaseTimeToLiveResponse>)> done);
 
  private:
   static constexpr size_t kMaxQueued = 10000;

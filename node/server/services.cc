@@ -340,6 +340,22 @@ class LeaseService final : public etcdserverpb::Lease::CallbackService {
   ServerUnaryReactor* LeaseTimeToLive(CallbackServerContext* ctx,
                                       const etcdserverpb::LeaseTimeToLiveRequest* req,
                                       etcdserverpb::LeaseTimeToLiveResponse* resp) override {
+    if (!s_->is_leader() && s_->leader() != 0) {
+      // Only the leader sees every keepalive, so only it knows how long a lease has left (a
+      // follower's table counts down from the grant). etcd forwards too, and answers "request
+      // timed out" when the leader cannot be asked.
+      auto* reactor = ctx->DefaultReactor();
+      s_->leader_forwarder()->LeaseTimeToLive(
+          *req, [reactor, resp](std::optional<etcdserverpb::LeaseTimeToLiveResponse> answer) {
+            if (!answer) {
+              reactor->Finish(ErrTimeout());
+              return;
+            }
+            *resp = std::move(*answer);
+            reactor->Finish(grpc::Status::OK);
+          });
+      return reactor;
+    }
     auto view = s_->View();
     resp->set_id(req->id());
     auto info = s_->lessor()->Get(req->id());

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <set>
 #include <string>
 #include <thread>
@@ -271,6 +272,38 @@ TEST(ClusterTest, PartitionedAndFarBehindMembersCatchUp) {
   // And it keeps up with new writes afterwards.
   ASSERT_EQ(c.Ctl(other, {"put", "part/after", "x"}).exit_code, 0);
   EXPECT_TRUE(WaitUntil([&] { return GetValue(c, lagging, "part/after", true) == "x"; }, 10000));
+}
+
+// LeaseTimeToLive on a follower answers with the leader's view: a keepalive sent to the leader
+// shows in the remaining TTL a follower reports (a follower's own table only counts down from the
+// grant), and the attached keys come along.
+TEST(ClusterTest, FollowerAnswersLeaseTimeToLiveFromTheLeader) {
+  Cluster c(Options());
+  ASSERT_OK(c.Start());
+  auto leader = c.LeaderIndex(5000);
+  ASSERT_TRUE(leader.ok());
+  const int follower = (*leader + 1) % 3;
+  auto grant = c.Ctl(*leader, {"lease", "grant", "30"});
+  ASSERT_EQ(grant.exit_code, 0) << grant.stderr_text;
+  // "lease <hex id> granted with TTL(30s)"
+  std::vector<std::string> words = absl::StrSplit(Trim(grant.stdout_text), ' ');
+  ASSERT_GE(words.size(), 2u) << grant.stdout_text;
+  const std::string id = words[1];
+  ASSERT_EQ(c.Ctl(*leader, {"put", "ttl/k", "v", "--lease=" + id}).exit_code, 0);
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  auto renewed = c.Ctl(*leader, {"lease", "keep-alive", "--once", id});
+  ASSERT_EQ(renewed.exit_code, 0) << renewed.stderr_text;
+  auto ttl = c.Ctl(follower, {"lease", "timetolive", id, "--keys"});
+  ASSERT_EQ(ttl.exit_code, 0) << ttl.stderr_text;
+  // "lease <id> granted with TTL(30s), remaining(Ns), attached keys([ttl/k])"
+  const std::string& out = ttl.stdout_text;
+  const size_t at = out.find("remaining(");
+  ASSERT_NE(at, std::string::npos) << out;
+  const int remaining = std::atoi(out.c_str() + at + std::string("remaining(").size());
+  // Renewed to 30 s a moment ago; counted down from the grant it would be 25 or less.
+  EXPECT_GE(remaining, 27) << out;
+  EXPECT_NE(out.find("granted with TTL(30s)"), std::string::npos) << out;
+  EXPECT_NE(out.find("attached keys([ttl/k])"), std::string::npos) << out;
 }
 
 }  // namespace
