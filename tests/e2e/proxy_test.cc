@@ -9,10 +9,10 @@
 #include <condition_variable>
 #include <deque>
 #include <fstream>
-#include <sstream>
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -272,8 +272,8 @@ TEST(ProxyWatchTest, LateJoinersReceiveEveryEventFromTheirRevision) {
   for (size_t j = 0; j < starts.size(); ++j) {
     WatchStream& s = *late[j];
     std::vector<int64_t> want(revs.begin() + static_cast<long>(starts[j]), revs.end());
-    ASSERT_TRUE(s.WaitFor([&] { return s.total_events_ >= static_cast<int64_t>(want.size()); },
-                          10000))
+    ASSERT_TRUE(
+        s.WaitFor([&] { return s.total_events_ >= static_cast<int64_t>(want.size()); }, 10000))
         << "from " << revs[starts[j]] << ": " << s.total_events_ << server.LogTail();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     std::lock_guard<std::mutex> lock(s.mu_);
@@ -281,8 +281,8 @@ TEST(ProxyWatchTest, LateJoinersReceiveEveryEventFromTheirRevision) {
   }
   // The catch-up watchers merged into the one broadcast once they caught up.
   std::string node_url = absl::StrCat("http://", server.server_endpoint());
-  EXPECT_TRUE(WaitUntil([&] { return Metric(node_url, "etcd_debugging_mvcc_watcher_total") == 1; },
-                        10000))
+  EXPECT_TRUE(
+      WaitUntil([&] { return Metric(node_url, "etcd_debugging_mvcc_watcher_total") == 1; }, 10000))
       << Metric(node_url, "etcd_debugging_mvcc_watcher_total");
 }
 
@@ -403,8 +403,9 @@ TEST(ProxyUpstreamTest, MembersFromTheMemberListAreUsedWithoutARestart) {
   ASSERT_TRUE(cluster.Start().ok()) << cluster.Diagnostics();
   // Only member 0 is given; the others are learnt from the member list.
   OwnProxy proxy;
-  ASSERT_TRUE(proxy.Start({"--endpoints=" + cluster.endpoint(0), "--probe-interval=200ms",
-                           "--auto-sync-interval=500ms"})
+  ASSERT_TRUE(proxy
+                  .Start({"--endpoints=" + cluster.endpoint(0), "--probe-interval=200ms",
+                          "--auto-sync-interval=500ms"})
                   .ok());
   ASSERT_TRUE(proxy.WaitHealthy()) << proxy.LogTail();
   const std::string& proxy_ep = proxy.endpoint();
@@ -419,7 +420,10 @@ TEST(ProxyUpstreamTest, MembersFromTheMemberListAreUsedWithoutARestart) {
   cluster.Kill(0);
   ASSERT_TRUE(cluster.WaitForLeader(10000, 0).ok());
   EXPECT_TRUE(WaitUntil(
-      [&] { return Etcdctl(proxy_ep, {"put", "after", "kill"}).exit_code == 0; }, 15000))
+      [&] {
+        return Etcdctl(proxy_ep, {"put", "after", "kill"}).exit_code == 0;
+      },
+      15000))
       << proxy.LogTail();
   auto got = Etcdctl(proxy_ep, {"get", "after", "--print-value-only"});
   EXPECT_EQ(got.stdout_text, "kill\n");
@@ -507,8 +511,7 @@ TEST(ProxyLimitsTest, OversizeRequestsAreRefusedWithoutDisturbingOthers) {
 }
 
 TEST(ProxyLimitsTest, WatcherQuotaAndPerStreamLimit) {
-  ServerProcess server(
-      MeridianBehindProxy({"--quota-watchers=3", "--max-watchers-per-stream=2"}));
+  ServerProcess server(MeridianBehindProxy({"--quota-watchers=3", "--max-watchers-per-stream=2"}));
   ASSERT_TRUE(server.Start().ok()) << server.LogTail();
   WatchStream a(Dial(server.endpoint(), 1), false);
   for (int i = 0; i < 3; ++i) a.Create("q", 0);
@@ -586,8 +589,7 @@ TEST(ProxyLimitsTest, RequestQuotaIsPerAuthUser) {
   }
   EXPECT_GT(alice_refused, 20);
   EXPECT_EQ(root_refused, 0) << "another user is not affected";
-  EXPECT_NE(message.find("client user:alice is over its quota of 20 requests/s"),
-            std::string::npos)
+  EXPECT_NE(message.find("client user:alice is over its quota of 20 requests/s"), std::string::npos)
       << message;
 }
 
@@ -607,11 +609,9 @@ TEST(ProxyLimitsTest, RequestQuotaIsPerTlsCommonName) {
   const std::string d = proxy.dir();
   // A CA, a server certificate for 127.0.0.1 and two client certificates (EC keys: fast).
   const std::string script = absl::StrCat(
-      "set -e; cd ", d, "\n",
-      "k='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'\n",
+      "set -e; cd ", d, "\n", "k='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'\n",
       "openssl req -x509 $k -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca 2>/dev/null\n",
-      "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext\n",
-      "for n in server alice bob; do\n",
+      "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext\n", "for n in server alice bob; do\n",
       "  openssl req $k -keyout $n.key -out $n.csr -subj /CN=$n 2>/dev/null\n",
       "  ext=''; [ $n = server ] && ext='-extfile san.ext'\n",
       "  openssl x509 -req -in $n.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out $n.crt "
@@ -637,6 +637,11 @@ TEST(ProxyLimitsTest, RequestQuotaIsPerTlsCommonName) {
     }
     grpc::ChannelArguments args;
     args.SetInt("meridian.test.conn", static_cast<int>(who.size()));
+    // The first dial may land before the proxy listens: without these, gRPC's reconnect
+    // backoff (1 s, 1.6 s, 2.6 s, 4.1 s, 6.6 s...) outlasts the wait below on a slow machine.
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 500);
     return grpc::CreateCustomChannel(ep, grpc::SslCredentials(o), args);
   };
   auto range = [](const std::shared_ptr<grpc::Channel>& ch) {
@@ -647,6 +652,11 @@ TEST(ProxyLimitsTest, RequestQuotaIsPerTlsCommonName) {
     etcdserverpb::RangeResponse resp;
     return etcdserverpb::KV::NewStub(ch)->Range(&ctx, req, &resp);
   };
+  const std::string health_url = absl::StrCat("http://127.0.0.1:", *metrics_port, "/health");
+  ASSERT_TRUE(WaitUntil(
+      [&] { return Curl(health_url).stdout_text.find("\"health\":\"true\"") != std::string::npos; },
+      30000))
+      << proxy.LogTail();
   auto alice = tls_channel("alice"), bob = tls_channel("bob");
   ASSERT_TRUE(WaitUntil([&] { return range(bob).ok(); }, 15000)) << proxy.LogTail();
   // No client certificate: refused at the handshake.
@@ -665,9 +675,7 @@ TEST(ProxyLimitsTest, RequestQuotaIsPerTlsCommonName) {
   EXPECT_GT(alice_refused, 20);
   EXPECT_EQ(bob_refused, 0);
   EXPECT_NE(message.find("client cn:alice is over its quota"), std::string::npos) << message;
-  EXPECT_NE(Curl(absl::StrCat("http://127.0.0.1:", *metrics_port, "/health")).stdout_text.find(
-                "\"health\":\"true\""),
-            std::string::npos);
+  EXPECT_NE(Curl(health_url).stdout_text.find("\"health\":\"true\""), std::string::npos);
 }
 
 TEST(ProxyLeaseTest, KeepalivesForOneLeaseAreCoalescedAndTtlsAreHonest) {
