@@ -245,8 +245,7 @@ static absl::StatusOr<std::vector<Member>> ParseInitialMembers(const ServerConfi
   return out;
 }
 
-absl::Status EtcdServer::InitIdentity(std::vector<Member>* initial_members,
-                                      bool* bootstrap_new) {
+absl::Status EtcdServer::InitIdentity(std::vector<Member>* initial_members, bool* bootstrap_new) {
   *bootstrap_new = false;
   auto mid = store_->GetMeta(kMetaMemberId);
   auto cid = store_->GetMeta(kMetaClusterId);
@@ -883,17 +882,32 @@ void EtcdServer::ReadIndex(Done done) {
 // ---------------------------------------------------------------------------------------------
 // Membership
 
-void EtcdServer::ProposeConfChange(raft::ConfChange cc, etcdserverpb::Member member,
-                                   google::protobuf::Message* response, Done done) {
+// Membership changes queued for the raft thread at most; more get "too many requests".
+constexpr size_t kMaxPendingMembershipChanges = 64;
+
+void EtcdServer::ProposeConfChange(MembershipChange kind, raft::ConfChange cc,
+                                   etcdserverpb::Member member, google::protobuf::Message* response,
+                                   Done done) {
   if (leader_.load() == raft::kNone) {
     done(ErrNoLeader());
     return;
   }
   uint64_t id = NextRequestId();
+  PendingConfChange pc;
+  pc.kind = kind;
+  pc.member_id = cc.node_id;
+  pc.peer_urls.assign(member.peerurls().begin(), member.peerurls().end());
+  pc.request_id = id;
   meridianpb::ConfChangeContext ctx;
   ctx.set_request_id(id);
   *ctx.mutable_member() = std::move(member);
   cc.context = ctx.SerializeAsString();
+  pc.cc = std::move(cc);
+  QueueMembershipChange(std::move(pc), response, meridianpb::InternalRequest(), std::move(done));
+}
+
+void EtcdServer::QueueMembershipChange(PendingConfChange pc, google::protobuf::Message* response,
+                                       meridianpb::InternalRequest update, Done done) {
   {
     std::lock_guard<std::mutex> wl(waiters_mu_);
     std::lock_guard<std::mutex> lock(raft_mu_);
@@ -901,10 +915,142 @@ void EtcdServer::ProposeConfChange(raft::ConfChange cc, etcdserverpb::Member mem
       done(ErrStopped());
       return;
     }
-    conf_waiters_.emplace(id, ConfWaiter{response, std::move(done), RequestDeadline()});
-    new_conf_changes_.push_back(PendingConfChange{std::move(cc), id});
+    if (membership_changes_queued_.load() >= kMaxPendingMembershipChanges) {
+      done(ErrTooManyRequests());
+      return;
+    }
+    ++membership_changes_queued_;
+    if (pc.kind == MembershipChange::kUpdate) {
+      waiters_.emplace(pc.request_id,
+                       Waiter{std::move(update), response, std::move(done), RequestDeadline()});
+    } else {
+      conf_waiters_.emplace(pc.request_id,
+                            ConfWaiter{response, std::move(done), RequestDeadline()});
+    }
+    new_conf_changes_.push_back(std::move(pc));
   }
   raft_cv_.notify_one();
+}
+
+bool EtcdServer::MembershipChangeWaiting(const PendingConfChange& pc) const {
+  return pc.kind == MembershipChange::kUpdate ? waiters_.count(pc.request_id) != 0
+                                              : conf_waiters_.count(pc.request_id) != 0;
+}
+
+grpc::Status EtcdServer::CheckMembershipChange(MembershipChange kind, uint64_t member_id,
+                                               const std::vector<std::string>& peer_urls) const {
+  std::lock_guard<std::mutex> lock(members_mu_);
+  auto target = members_.find(member_id);
+  switch (kind) {
+    case MembershipChange::kAdd:
+    case MembershipChange::kAddLearner:
+      if (target != members_.end()) return ErrMemberExist();
+      break;
+    case MembershipChange::kPromote:
+      if (target == members_.end()) return ErrMemberNotFound();
+      if (!target->second.is_learner) return ErrMemberNotLearner();
+      return grpc::Status::OK;
+    case MembershipChange::kRemove:
+      return target == members_.end() ? ErrMemberNotFound() : grpc::Status::OK;
+    case MembershipChange::kUpdate:
+      if (target == members_.end()) return ErrMemberNotFound();
+      break;
+  }
+  int learners = 0;
+  for (const auto& [id, m] : members_) {
+    learners += m.is_learner ? 1 : 0;
+    if (id == member_id) continue;  // an update may keep its own URLs
+    for (const auto& u : m.peer_urls) {
+      if (std::find(peer_urls.begin(), peer_urls.end(), u) != peer_urls.end()) {
+        return ErrPeerURLExist();
+      }
+    }
+  }
+  // etcd's default --experimental-max-learners is 1.
+  if (kind == MembershipChange::kAddLearner && learners >= 1) return ErrTooManyLearners();
+  return grpc::Status::OK;
+}
+
+void EtcdServer::FailMembershipChange(const PendingConfChange& pc, const grpc::Status& status) {
+  Done done;
+  {
+    std::lock_guard<std::mutex> lock(waiters_mu_);
+    if (pc.kind == MembershipChange::kUpdate) {
+      if (auto it = waiters_.find(pc.request_id); it != waiters_.end()) {
+        done = std::move(it->second.done);
+        waiters_.erase(it);
+      }
+    } else if (auto it = conf_waiters_.find(pc.request_id); it != conf_waiters_.end()) {
+      done = std::move(it->second.done);
+      conf_waiters_.erase(it);
+    }
+  }
+  if (done) Complete({{std::move(done), status}});
+}
+
+void EtcdServer::ProposeMembershipChange(PendingConfChange pc) {
+  {
+    // A waiter that timed out meanwhile was answered already: its change is dropped.
+    std::lock_guard<std::mutex> lock(waiters_mu_);
+    if (!MembershipChangeWaiting(pc)) return;
+  }
+  if (!is_leader()) {
+    FailMembershipChange(pc,
+                         node_->raft().lead() == raft::kNone ? ErrNoLeader() : ErrLeaderChanged());
+    return;
+  }
+  if (grpc::Status gs = CheckMembershipChange(pc.kind, pc.member_id, pc.peer_urls); !gs.ok()) {
+    FailMembershipChange(pc, gs);
+    return;
+  }
+  if (pc.kind == MembershipChange::kUpdate) {
+    // An update changes no raft configuration: it is a normal entry, applied like any other.
+    if (auto st = node_->Propose(std::move(pc.update_data)); !st.ok()) {
+      FailMembershipChange(
+          pc, absl::IsResourceExhausted(st) ? ErrTooManyRequests() : ErrLeaderChanged());
+    }
+    return;
+  }
+  if (pc.kind == MembershipChange::kPromote) {
+    // etcd refuses a learner that is not caught up (90% of the leader's log).
+    const auto* pr = node_->raft().tracker().Get(pc.member_id);
+    if (pr == nullptr ||
+        static_cast<double>(pr->match) < 0.9 * static_cast<double>(raft_storage_.LastIndex())) {
+      FailMembershipChange(pc, ErrLearnerNotReady());
+      return;
+    }
+  }
+  if (config_.strict_reconfig_check) {
+    // etcd's --strict-reconfig-check: refuse a change after which the members that are up
+    // (recently heard from) would not form a quorum.
+    const auto& tr = node_->raft().tracker();
+    auto cs = node_->conf_state();
+    std::vector<uint64_t> voters = cs.voters;
+    bool add_voter = pc.cc.type == raft::ConfChange::Type::kAddNode;
+    if (add_voter && std::find(voters.begin(), voters.end(), pc.member_id) == voters.end()) {
+      voters.push_back(pc.member_id);
+    }
+    if (pc.cc.type == raft::ConfChange::Type::kRemoveNode) {
+      voters.erase(std::remove(voters.begin(), voters.end(), pc.member_id), voters.end());
+    }
+    size_t active = 0;
+    for (uint64_t v : voters) {
+      const auto* pr = tr.Get(v);
+      if (v == self_id_ || (pr != nullptr && pr->recent_active)) ++active;
+    }
+    // A new voter is not up yet: it counts only once it has started. A single member may
+    // always grow (it cannot serve anything meanwhile anyway, as in etcd).
+    if (cs.voters.size() > 1 && !voters.empty() && active < voters.size() / 2 + 1) {
+      FailMembershipChange(pc, ErrUnhealthy());
+      return;
+    }
+  }
+  if (auto st = node_->ProposeConfChange(pc.cc); !st.ok()) {
+    FailMembershipChange(pc, node_->raft().lead() == raft::kNone
+                                 ? ErrNoLeader()
+                                 : grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                                absl::StrCat("etcdserver: ", st.message())));
+  }
 }
 
 void EtcdServer::ForwardToLeader(
@@ -951,24 +1097,6 @@ void EtcdServer::AddMember(std::vector<std::string> peer_urls, bool is_learner,
       return;
     }
   }
-  std::vector<std::string> sorted = peer_urls;
-  std::sort(sorted.begin(), sorted.end());
-  for (const auto& m : Members()) {
-    for (const auto& u : m.peer_urls) {
-      if (std::binary_search(sorted.begin(), sorted.end(), u)) {
-        done(ErrPeerURLExist());
-        return;
-      }
-    }
-  }
-  if (is_learner) {
-    int learners = 0;
-    for (const auto& m : Members()) learners += m.is_learner ? 1 : 0;
-    if (learners >= 1) {  // etcd's default --experimental-max-learners
-      done(ErrTooManyLearners());
-      return;
-    }
-  }
   Member m;
   m.peer_urls = peer_urls;
   m.is_learner = is_learner;
@@ -976,14 +1104,16 @@ void EtcdServer::AddMember(std::vector<std::string> peer_urls, bool is_learner,
   m.id = ComputeMemberId(peer_urls,
                          absl::StrCat(config_.initial_cluster_token,
                                       std::chrono::system_clock::now().time_since_epoch().count()));
-  if (FindMember(m.id)) {
-    done(ErrMemberExist());
+  const auto kind = is_learner ? MembershipChange::kAddLearner : MembershipChange::kAdd;
+  // Checked here to answer early, and again on the raft thread, where changes are serialized.
+  if (grpc::Status gs = CheckMembershipChange(kind, m.id, peer_urls); !gs.ok()) {
+    done(gs);
     return;
   }
   raft::ConfChange cc;
   cc.type = is_learner ? raft::ConfChange::Type::kAddLearnerNode : raft::ConfChange::Type::kAddNode;
   cc.node_id = m.id;
-  ProposeConfChange(std::move(cc), ToProto(m), resp, std::move(done));
+  ProposeConfChange(kind, std::move(cc), ToProto(m), resp, std::move(done));
 }
 
 void EtcdServer::RemoveMember(uint64_t id, etcdserverpb::MemberRemoveResponse* resp, Done done) {
@@ -996,8 +1126,8 @@ void EtcdServer::RemoveMember(uint64_t id, etcdserverpb::MemberRemoveResponse* r
                     });
     return;
   }
-  if (!FindMember(id)) {
-    done(ErrMemberNotFound());
+  if (grpc::Status gs = CheckMembershipChange(MembershipChange::kRemove, id, {}); !gs.ok()) {
+    done(gs);
     return;
   }
   raft::ConfChange cc;
@@ -1005,7 +1135,7 @@ void EtcdServer::RemoveMember(uint64_t id, etcdserverpb::MemberRemoveResponse* r
   cc.node_id = id;
   etcdserverpb::Member m;
   m.set_id(id);
-  ProposeConfChange(std::move(cc), std::move(m), resp, std::move(done));
+  ProposeConfChange(MembershipChange::kRemove, std::move(cc), std::move(m), resp, std::move(done));
 }
 
 void EtcdServer::PromoteMember(uint64_t id, etcdserverpb::MemberPromoteResponse* resp, Done done) {
@@ -1033,26 +1163,46 @@ void EtcdServer::PromoteMember(uint64_t id, etcdserverpb::MemberPromoteResponse*
   cc.node_id = id;
   m->is_learner = false;
   // The readiness check runs on the raft thread, where the progress tracker lives.
-  ProposeConfChange(std::move(cc), ToProto(*m), resp, std::move(done));
+  ProposeConfChange(MembershipChange::kPromote, std::move(cc), ToProto(*m), resp, std::move(done));
 }
 
 void EtcdServer::UpdateMember(uint64_t id, std::vector<std::string> peer_urls,
                               etcdserverpb::MemberUpdateResponse* resp, Done done) {
-  if (!FindMember(id)) {
-    done(ErrMemberNotFound());
-    return;
-  }
   for (const auto& u : peer_urls) {
     if (!peer::PeerUrlToTarget(u).ok()) {
       done(ErrMemberBadURLs());
       return;
     }
   }
+  if (!is_leader()) {
+    // Updates take the leader's one-at-a-time path too, so an update and an add cannot both
+    // claim a URL.
+    etcdserverpb::MemberUpdateRequest req;
+    req.set_id(id);
+    for (const auto& u : peer_urls) req.add_peerurls(u);
+    ForwardToLeader(std::move(done),
+                    [req, resp](etcdserverpb::Cluster::Stub* stub, grpc::ClientContext* ctx) {
+                      return stub->MemberUpdate(ctx, req, resp);
+                    });
+    return;
+  }
+  if (grpc::Status gs = CheckMembershipChange(MembershipChange::kUpdate, id, peer_urls); !gs.ok()) {
+    done(gs);
+    return;
+  }
   meridianpb::InternalRequest req;
+  const uint64_t request_id = NextRequestId();
+  req.set_id(request_id);
   auto* u = req.mutable_member_update();
   u->set_id(id);
   for (const auto& url : peer_urls) u->add_peerurls(url);
-  Propose(std::move(req), resp, std::move(done));
+  PendingConfChange pc;
+  pc.kind = MembershipChange::kUpdate;
+  pc.member_id = id;
+  pc.peer_urls = std::move(peer_urls);
+  pc.update_data = req.SerializeAsString();
+  pc.request_id = request_id;
+  QueueMembershipChange(std::move(pc), resp, std::move(req), std::move(done));
 }
 
 void EtcdServer::MoveLeader(uint64_t target, Done done) {
@@ -1130,13 +1280,20 @@ void EtcdServer::RaftLoop() {
   std::vector<std::pair<uint64_t, bool>> snap_status;
   std::vector<ReadWaiter> reads;
   std::vector<PendingConfChange> confs;
+  std::deque<PendingConfChange> conf_queue;  // waiting for the apply thread (below)
+  uint64_t conf_barrier = 0;
   std::vector<uint64_t> transfers;
   uint64_t flushed = 0;
   uint64_t flushed_term = 0;
   while (true) {
     {
       std::unique_lock<std::mutex> lock(raft_mu_);
-      raft_cv_.wait_until(lock, next_tick, [&] {
+      // A queued membership change waits for the apply thread, which does not signal this
+      // thread: look again every millisecond meanwhile.
+      const auto wake = conf_queue.empty()
+                            ? next_tick
+                            : std::min(next_tick, clock::now() + std::chrono::milliseconds(1));
+      raft_cv_.wait_until(lock, wake, [&] {
         return stopping_ || !pending_.empty() || !inbox_.empty() || !snapshot_inbox_.empty() ||
                !unreachable_.empty() || !snapshot_status_.empty() || !new_reads_.empty() ||
                !new_conf_changes_.empty() || !transfer_requests_.empty() ||
@@ -1211,59 +1368,26 @@ void EtcdServer::RaftLoop() {
       proposals.clear();
       if (!failed.empty()) Complete(std::move(failed));
     }
-    for (auto& pc : confs) {
-      absl::Status st = absl::OkStatus();
-      if (pc.cc.type == raft::ConfChange::Type::kAddNode) {
-        // Promotion: etcd refuses a learner that is not caught up (90% of the leader's log).
-        const auto* pr = node_->raft().tracker().Get(pc.cc.node_id);
-        auto cs = node_->conf_state();
-        bool learner =
-            std::find(cs.learners.begin(), cs.learners.end(), pc.cc.node_id) != cs.learners.end();
-        if (learner && (pr == nullptr || !is_leader() ||
-                        static_cast<double>(pr->match) <
-                            0.9 * static_cast<double>(raft_storage_.LastIndex()))) {
-          st = absl::FailedPreconditionError("learner not ready");
-        }
-      }
-      if (st.ok() && config_.strict_reconfig_check && is_leader()) {
-        // etcd's --strict-reconfig-check: refuse a change after which the members that are up
-        // (recently heard from) would not form a quorum.
-        const auto& tr = node_->raft().tracker();
-        auto cs = node_->conf_state();
-        std::vector<uint64_t> voters = cs.voters;
-        bool add_voter = pc.cc.type == raft::ConfChange::Type::kAddNode;
-        if (add_voter && std::find(voters.begin(), voters.end(), pc.cc.node_id) == voters.end()) {
-          voters.push_back(pc.cc.node_id);
-        }
-        if (pc.cc.type == raft::ConfChange::Type::kRemoveNode) {
-          voters.erase(std::remove(voters.begin(), voters.end(), pc.cc.node_id), voters.end());
-        }
-        size_t active = 0;
-        for (uint64_t v : voters) {
-          const auto* pr = tr.Get(v);
-          if (v == self_id_ || (pr != nullptr && pr->recent_active)) ++active;
-        }
-        // A new voter is not up yet: it counts only once it has started. A single member may
-        // always grow (it cannot serve anything meanwhile anyway, as in etcd).
-        if (cs.voters.size() > 1 && !voters.empty() && active < voters.size() / 2 + 1) {
-          st = absl::UnavailableError("unhealthy");
-        }
-      }
-      if (st.ok()) st = node_->ProposeConfChange(pc.cc);
-      if (!st.ok()) {
-        grpc::Status gs = st.message() == "learner not ready" ? ErrLearnerNotReady()
-                          : st.message() == "unhealthy"       ? ErrUnhealthy()
-                          : node_->raft().lead() == raft::kNone
-                              ? ErrNoLeader()
-                              : grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                             absl::StrCat("etcdserver: ", st.message()));
-        std::lock_guard<std::mutex> lock(waiters_mu_);
-        if (auto it = conf_waiters_.find(pc.request_id); it != conf_waiters_.end()) {
-          Done d = std::move(it->second.done);
-          conf_waiters_.erase(it);
-          Complete({{std::move(d), gs}});
-        }
-      }
+    // Membership changes go one at a time, and each is checked against a membership with every
+    // entry before it applied: two adds claiming one URL (or the last learner slot) cannot both
+    // pass, and raft never takes a change the membership records would refuse. The wait is for
+    // the apply thread to reach the log's end as it was when the change came up; later entries
+    // are this leader's normal proposals, and every membership change comes through here.
+    for (auto& pc : confs) conf_queue.push_back(std::move(pc));
+    if (!conf_queue.empty()) {
+      // Changes whose callers timed out (e.g. while no quorum let the log apply) leave.
+      std::lock_guard<std::mutex> lock(waiters_mu_);
+      membership_changes_queued_ -= std::erase_if(
+          conf_queue, [&](const PendingConfChange& pc) { return !MembershipChangeWaiting(pc); });
+    }
+    while (!conf_queue.empty()) {
+      if (conf_barrier == 0) conf_barrier = node_->raft().log().LastIndex();
+      if (is_leader() && store_->consistent_index() < conf_barrier) break;
+      conf_barrier = 0;
+      PendingConfChange pc = std::move(conf_queue.front());
+      conf_queue.pop_front();
+      --membership_changes_queued_;
+      ProposeMembershipChange(std::move(pc));
     }
     confs.clear();
     if (!reads.empty()) {
@@ -1951,11 +2075,20 @@ grpc::Status EtcdServer::ApplyRequest(mvcc::ApplyBatch* batch,
     }
     case meridianpb::InternalRequest::kMemberUpdate: {
       const auto& u = req.member_update();
-      std::map<uint64_t, Member> members;
       {
         std::lock_guard<std::mutex> lock(members_mu_);
         auto it = members_.find(u.id());
         if (it == members_.end()) return ErrMemberNotFound();
+        // The leader checked this against the membership before proposing it; an entry from a
+        // member that did not (an older version) is checked here, the same on every member.
+        for (const auto& [id, m] : members_) {
+          if (id == u.id()) continue;
+          for (const auto& url : m.peer_urls) {
+            if (std::find(u.peerurls().begin(), u.peerurls().end(), url) != u.peerurls().end()) {
+              return ErrPeerURLExist();
+            }
+          }
+        }
         it->second.peer_urls.assign(u.peerurls().begin(), u.peerurls().end());
         batch->PutMeta(MemberKey(u.id()), ToProto(it->second).SerializeAsString());
       }

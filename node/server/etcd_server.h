@@ -153,15 +153,24 @@ class EtcdServer {
     Done done;
     std::chrono::steady_clock::time_point deadline;
   };
+  // What a membership change does, for etcd's checks of it (ValidateConfigurationChange).
+  enum class MembershipChange { kAdd, kAddLearner, kPromote, kRemove, kUpdate };
+  // A membership change on its way through the leader's raft thread, which checks and proposes
+  // them one at a time (see RaftLoop).
   struct PendingConfChange {
-    raft::ConfChange cc;
-    uint64_t request_id;
+    MembershipChange kind = MembershipChange::kAdd;
+    uint64_t member_id = 0;
+    std::vector<std::string> peer_urls;  // what an add or an update claims
+    raft::ConfChange cc;                 // all kinds but an update
+    std::string update_data;  // an update: its serialized InternalRequest (a normal entry)
+    uint64_t request_id = 0;  // its waiter: in conf_waiters_ (an update: in waiters_)
   };
 
   EtcdServer(const ServerConfig& config, const lease::Clock* clock, metrics::Registry* metrics);
   [[nodiscard]] absl::Status Init();
   // With --discovery-srv on a new member, *initial_members is replaced by what DNS publishes.
-  [[nodiscard]] absl::Status InitIdentity(std::vector<Member>* initial_members, bool* bootstrap_new);
+  [[nodiscard]] absl::Status InitIdentity(std::vector<Member>* initial_members,
+                                          bool* bootstrap_new);
   [[nodiscard]] absl::Status LoadMembership();
   [[nodiscard]] absl::Status LoadLeasesAndAlarms();
   void SyncPeers();
@@ -195,8 +204,25 @@ class EtcdServer {
   void ForwardToLeader(
       Done done,
       std::function<grpc::Status(etcdserverpb::Cluster::Stub*, grpc::ClientContext*)> call);
-  void ProposeConfChange(raft::ConfChange cc, etcdserverpb::Member member,
+  void ProposeConfChange(MembershipChange kind, raft::ConfChange cc, etcdserverpb::Member member,
                          google::protobuf::Message* response, Done done);
+  // etcd's checks of a membership change against the member records as they are now: an added
+  // member's ID and URLs are new and learners stay within the limit; a promoted, removed or
+  // updated member exists; an update takes no other member's URL.
+  grpc::Status CheckMembershipChange(MembershipChange kind, uint64_t member_id,
+                                     const std::vector<std::string>& peer_urls) const;
+  // Raft thread: checks one queued membership change again and proposes it, or answers its
+  // waiter with the reason it was refused.
+  void ProposeMembershipChange(PendingConfChange pc);
+  // Registers the waiter of a membership change (an update's in waiters_, with `update`, its
+  // request) and queues the change for the raft thread, or answers `done` at once when stopping
+  // or when kMaxPendingMembershipChanges are queued.
+  void QueueMembershipChange(PendingConfChange pc, google::protobuf::Message* response,
+                             meridianpb::InternalRequest update, Done done);
+  // Whether the change's caller still waits (waiters_mu_ held).
+  bool MembershipChangeWaiting(const PendingConfChange& pc) const;
+  // Answers the waiter of a queued membership change with `status` (if it is still waiting).
+  void FailMembershipChange(const PendingConfChange& pc, const grpc::Status& status);
   std::chrono::steady_clock::time_point RequestDeadline() const;
 
   ServerConfig config_;
@@ -231,6 +257,9 @@ class EtcdServer {
   std::vector<std::pair<uint64_t, bool>> snapshot_status_;
   std::vector<ReadWaiter> new_reads_;
   std::vector<PendingConfChange> new_conf_changes_;
+  // Membership changes queued or waiting on the raft thread (bounded by
+  // kMaxPendingMembershipChanges).
+  std::atomic<size_t> membership_changes_queued_{0};
   std::vector<uint64_t> transfer_requests_;
   uint64_t store_flushed_index_ = 0;  // set by apply, consumed by raft (raft_mu_)
   uint64_t store_flushed_term_ = 0;
