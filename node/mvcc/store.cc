@@ -6,6 +6,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
+#include <rocksdb/sst_file_writer.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/write_batch_with_index.h>
 
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <optional>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -1108,70 +1110,218 @@ absl::Status Store::ExportImage(const ReadView& view, const std::string& path,
   return absl::OkStatus();
 }
 
+namespace {
+// Reads a store image one record at a time, checksumming as it goes, so that an image of any size
+// takes one record's worth of memory.
+class ImageReader {
+ public:
+  explicit ImageReader(std::string path) : path_(std::move(path)) {}
+
+  [[nodiscard]] absl::Status Open() {
+    in_.open(path_, std::ios::binary);
+    if (!in_) return absl::NotFoundError(absl::StrCat("cannot open ", path_));
+    const size_t magic_len = sizeof(kImageMagic) - 1;
+    std::string magic(magic_len, '\0');
+    if (!in_.read(magic.data(), static_cast<std::streamsize>(magic_len)) ||
+        magic != std::string_view(kImageMagic, magic_len)) {
+      return absl::DataLossError(absl::StrCat(path_, ": not a store image"));
+    }
+    crc_ = wal::Crc32cExtend(0, magic.data(), magic.size());
+    offset_ = magic_len;
+    return absl::OkStatus();
+  }
+
+  // The next record into cf/key/value (valid until the next call): true, or false once the
+  // trailer was read and the checksum over everything before it matched.
+  [[nodiscard]] absl::StatusOr<bool> Next(uint8_t* cf, std::string_view* key,
+                                          std::string_view* value) {
+    char header[9];
+    if (!in_.read(header, sizeof(header))) {
+      return absl::DataLossError(absl::StrCat(path_, ": truncated record at offset ", offset_));
+    }
+    *cf = static_cast<uint8_t>(header[0]);
+    const uint32_t klen = GetU32Le(header + 1);
+    const uint32_t vlen = GetU32Le(header + 5);
+    if (klen > kMaxImageKeyBytes || vlen > kMaxImageValueBytes) {
+      return absl::DataLossError(absl::StrCat(path_, ": bad record lengths at offset ", offset_));
+    }
+    if (*cf == kImageEnd && vlen != 4) {
+      return absl::DataLossError(absl::StrCat(path_, ": bad trailer"));
+    }
+    record_.resize(static_cast<size_t>(klen) + vlen);
+    if (!in_.read(record_.data(), static_cast<std::streamsize>(record_.size()))) {
+      return absl::DataLossError(absl::StrCat(path_, ": truncated record at offset ", offset_));
+    }
+    if (*cf == kImageEnd) {
+      if (GetU32Le(record_.data() + klen) != crc_) {
+        return absl::DataLossError(absl::StrCat(path_, ": checksum mismatch"));
+      }
+      return false;
+    }
+    crc_ = wal::Crc32cExtend(crc_, header, sizeof(header));
+    crc_ = wal::Crc32cExtend(crc_, record_.data(), record_.size());
+    offset_ += sizeof(header) + record_.size();
+    *key = std::string_view(record_.data(), klen);
+    *value = std::string_view(record_.data() + klen, vlen);
+    return true;
+  }
+
+ private:
+  std::string path_;
+  std::ifstream in_;
+  uint32_t crc_ = 0;
+  uint64_t offset_ = 0;
+  std::string record_;
+};
+
+// Writes one column family's replacement as an SST file for ingestion. The file deletes what the
+// column family holds now (a range tombstone from its first to its last key, and the last key
+// itself, the range being half-open) and puts the image's records. Keys ingested in one file
+// override that file's range tombstone, so the file replaces the column family in one step.
+class ReplacementSst {
+ public:
+  ReplacementSst(const rocksdb::Options& options, rocksdb::ColumnFamilyHandle* cf, std::string path,
+                 std::optional<std::pair<std::string, std::string>> existing)
+      : writer_(rocksdb::EnvOptions(), options, cf),
+        cmp_(options.comparator),
+        path_(std::move(path)),
+        existing_(std::move(existing)) {}
+
+  [[nodiscard]] rocksdb::Status Put(std::string_view key, std::string_view value) {
+    rocksdb::Slice k(key.data(), key.size());
+    auto s = OpenAndDeleteExisting();
+    if (s.ok() && delete_last_) {
+      const int c = cmp_->Compare(existing_->second, k);
+      if (c < 0) s = DeleteLast();
+      if (c == 0) delete_last_ = false;  // the put overrides it
+    }
+    if (s.ok()) s = writer_.Put(k, rocksdb::Slice(value.data(), value.size()));
+    return s;
+  }
+
+  // Closes the file; *written says whether there is one to ingest.
+  [[nodiscard]] rocksdb::Status Finish(bool* written) {
+    auto s = existing_ ? OpenAndDeleteExisting() : rocksdb::Status::OK();
+    if (s.ok() && delete_last_) s = DeleteLast();
+    if (s.ok() && opened_) s = writer_.Finish();
+    *written = s.ok() && opened_;
+    return s;
+  }
+
+  const std::string& path() const { return path_; }
+
+ private:
+  rocksdb::Status OpenAndDeleteExisting() {
+    if (opened_) return rocksdb::Status::OK();
+    opened_ = true;
+    auto s = writer_.Open(path_);
+    if (!s.ok() || !existing_) return s;
+    const auto& [first, last] = *existing_;
+    if (cmp_->Compare(first, last) < 0) s = writer_.DeleteRange(first, last);
+    delete_last_ = true;
+    return s;
+  }
+  rocksdb::Status DeleteLast() {
+    delete_last_ = false;
+    return writer_.Delete(existing_->second);
+  }
+
+  rocksdb::SstFileWriter writer_;
+  const rocksdb::Comparator* cmp_;
+  std::string path_;
+  std::optional<std::pair<std::string, std::string>> existing_;  // first and last key
+  bool opened_ = false;
+  bool delete_last_ = false;
+};
+}  // namespace
+
 absl::Status Store::ImportImage(const std::string& path,
                                 const std::vector<std::string>& keep_meta_prefixes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t magic_len = sizeof(kImageMagic) - 1;
-  if (data.size() < magic_len || data.compare(0, magic_len, kImageMagic) != 0) {
-    return absl::DataLossError(absl::StrCat(path, ": not a store image"));
-  }
-  // Parse and check everything before touching the store.
-  struct Rec {
-    uint8_t cf;
-    std::string_view key, value;
-  };
-  std::vector<Rec> recs;
-  size_t pos = magic_len;
-  bool ended = false;
-  while (pos + 9 <= data.size()) {
-    uint8_t cf = static_cast<uint8_t>(data[pos]);
-    uint32_t klen = GetU32Le(data.data() + pos + 1);
-    uint32_t vlen = GetU32Le(data.data() + pos + 5);
-    if (klen > kMaxImageKeyBytes || vlen > kMaxImageValueBytes ||
-        data.size() - pos - 9 < static_cast<uint64_t>(klen) + vlen) {
-      return absl::DataLossError(absl::StrCat(path, ": truncated record at offset ", pos));
-    }
-    if (cf == kImageEnd) {
-      if (vlen != 4) return absl::DataLossError(absl::StrCat(path, ": bad trailer"));
-      uint32_t want = GetU32Le(data.data() + pos + 9 + klen);
-      uint32_t got = wal::Crc32cExtend(0, data.data(), pos);
-      if (want != got) return absl::DataLossError(absl::StrCat(path, ": checksum mismatch"));
-      ended = true;
-      break;
-    }
-    if (cf >= handles_.size()) {
-      return absl::DataLossError(absl::StrCat(path, ": unknown column family ", cf));
-    }
-    recs.push_back(Rec{cf, std::string_view(data.data() + pos + 9, klen),
-                       std::string_view(data.data() + pos + 9 + klen, vlen)});
-    pos += 9 + static_cast<size_t>(klen) + vlen;
-  }
-  if (!ended) return absl::DataLossError(absl::StrCat(path, ": no trailer"));
+  ImageReader reader(path);
+  if (auto st = reader.Open(); !st.ok()) return st;
 
-  rocksdb::WriteBatch wb;
+  // What each column family holds now (its first and last key), and the meta records that stay.
+  std::vector<std::optional<std::pair<std::string, std::string>>> existing(handles_.size());
+  std::map<std::string, std::string> meta;  // the meta family as it will be
   for (size_t cf = 0; cf < handles_.size(); ++cf) {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[cf]));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      std::string_view k(it->key().data(), it->key().size());
-      if (cf == 0 && HasAnyPrefix(k, keep_meta_prefixes)) continue;
-      wb.Delete(handles_[cf], it->key());
+    it->SeekToFirst();
+    if (it->Valid()) {
+      std::string first = it->key().ToString();
+      it->SeekToLast();
+      if (it->Valid()) existing[cf].emplace(std::move(first), it->key().ToString());
+    }
+    if (cf == 0) {
+      for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        std::string_view k(it->key().data(), it->key().size());
+        if (HasAnyPrefix(k, keep_meta_prefixes)) meta[std::string(k)] = it->value().ToString();
+      }
     }
     if (!it->status().ok()) return FromRocks(it->status(), "import image");
   }
-  for (const auto& r : recs) {
-    if (r.cf == 0 && HasAnyPrefix(r.key, keep_meta_prefixes)) continue;
-    wb.Put(handles_[r.cf], rocksdb::Slice(r.key.data(), r.key.size()),
-           rocksdb::Slice(r.value.data(), r.value.size()));
+
+  // One SST file per column family, next to the store's own files; removed however this ends
+  // (ingestion moves them into the store).
+  std::vector<std::unique_ptr<ReplacementSst>> ssts;
+  for (size_t cf = 0; cf < handles_.size(); ++cf) {
+    ssts.push_back(std::make_unique<ReplacementSst>(
+        db_->GetOptions(handles_[cf]), handles_[cf],
+        absl::StrCat(options_.dir, "/image-import-", cf, ".tmp"), existing[cf]));
   }
-  rocksdb::WriteOptions wo;
-  wo.disableWAL = true;
+  struct RemoveFiles {
+    std::vector<std::unique_ptr<ReplacementSst>>* ssts;
+    ~RemoveFiles() {
+      for (const auto& s : *ssts) std::remove(s->path().c_str());
+    }
+  } remove_files{&ssts};
+  for (const auto& s : ssts) std::remove(s->path().c_str());
+
+  // The image lists the column families in order, each in its comparator's order; the SST
+  // writers refuse anything else.
+  size_t last_cf = 0;
+  while (true) {
+    uint8_t cf = 0;
+    std::string_view key, value;
+    auto more = reader.Next(&cf, &key, &value);
+    if (!more.ok()) return more.status();
+    if (!*more) break;
+    if (cf >= handles_.size() || cf < last_cf) {
+      return absl::DataLossError(absl::StrCat(path, ": unexpected column family ", cf));
+    }
+    last_cf = cf;
+    if (cf == 0) {
+      if (!HasAnyPrefix(key, keep_meta_prefixes)) meta[std::string(key)] = std::string(value);
+      continue;
+    }
+    if (auto s = ssts[cf]->Put(key, value); !s.ok()) {
+      return absl::DataLossError(absl::StrCat(path, ": record not writable: ", s.ToString()));
+    }
+  }
+  for (const auto& [k, v] : meta) {
+    if (auto s = ssts[0]->Put(k, v); !s.ok()) return FromRocks(s, "import image meta");
+  }
+
+  // The image checked out: swap every column family at once.
+  std::vector<rocksdb::IngestExternalFileArg> args;
+  for (size_t cf = 0; cf < handles_.size(); ++cf) {
+    bool written = false;
+    if (auto s = ssts[cf]->Finish(&written); !s.ok()) return FromRocks(s, "import image");
+    if (!written) continue;
+    rocksdb::IngestExternalFileArg arg;
+    arg.column_family = handles_[cf];
+    arg.external_files = {ssts[cf]->path()};
+    arg.options.move_files = true;
+    args.push_back(std::move(arg));
+  }
   // Every key-value changes: nothing cached for the apply thread may survive.
   if (latest_cache_) latest_cache_->Clear();
   if (list_cache_) list_cache_->Clear();
-  auto s = db_->Write(wo, &wb);
-  if (!s.ok()) return FromRocks(s, "import image");
+  if (!args.empty()) {
+    // RocksDB records the files of all column families in one MANIFEST write: a crash leaves
+    // either the old store or the new one.
+    auto s = db_->IngestExternalFiles(args);
+    if (!s.ok()) return FromRocks(s, "import image");
+  }
   absl::StatusOr<ViewState> loaded;
   {
     std::lock_guard<std::mutex> lock(compact_mu_);

@@ -267,9 +267,10 @@ class Store {
   [[nodiscard]] absl::Status ExportImage(const ReadView& view, const std::string& path,
                                          const std::vector<std::string>& skip_meta_prefixes) const;
   // Replaces the whole store by the image at `path`, keeping this member's meta keys that start
-  // with one of `keep_meta_prefixes`, and makes the result durable. Crash-atomic: one RocksDB
-  // write followed by an atomic flush, so the image is held in memory once while it is written
-  // (images are bounded by the backend quota). Published views taken before keep their data.
+  // with one of `keep_meta_prefixes`, and makes the result durable. The image is streamed into
+  // one SST file per column family (memory: one record at a time), checked whole (checksum,
+  // order) before anything changes, and ingested in one step: a crash leaves the old store or
+  // the new one. Published views taken before keep their data.
   [[nodiscard]] absl::Status ImportImage(const std::string& path,
                                          const std::vector<std::string>& keep_meta_prefixes);
   // Calls `fn` for every history entry visible in `view`, in revision order (the snapshot
